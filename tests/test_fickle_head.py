@@ -1,0 +1,154 @@
+"""FickleHead against the literal feature-map expansion (DESIGN.md contract)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ficklenet.models.fickle import FickleHead, expand
+
+
+def _head(c=6, k=4, s=3, p=0.5, dropout="fickle"):
+    torch.manual_seed(0)
+    head = FickleHead(c, k, kernel_size=s, p=p, dropout=dropout).double()
+    with torch.no_grad():
+        head.classifier.weight.normal_()
+        head.classifier.bias.normal_()
+    return head
+
+
+def test_expand_blocks_hold_centred_windows():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 4, 5)
+    s, r = 3, 1
+    e = expand(x, s)
+    assert e.shape == (2, 3, 12, 15)
+    for i in range(4):
+        for j in range(5):
+            for a in range(s):
+                for b in range(s):
+                    u, v = i + a - r, j + b - r
+                    want = x[:, :, u, v] if 0 <= u < 4 and 0 <= v < 5 else torch.zeros(2, 3)
+                    torch.testing.assert_close(e[:, :, i * s + a, j * s + b], want)
+
+
+def test_unmasked_expansion_equals_ordinary_conv():
+    # Without dropout, conv(s, stride s) over the expansion == s×s conv over x.
+    head = _head(s=5, p=0.0)
+    x = torch.randn(2, 6, 7, 6, dtype=torch.double)
+    want = F.conv2d(x, head.classifier.weight, head.classifier.bias, padding=2).mean((2, 3))
+    torch.testing.assert_close(head.forward_literal(x), want)
+    head.eval()
+    torch.testing.assert_close(head(x), want)
+
+
+@pytest.mark.parametrize("s,h,w", [(3, 6, 5), (9, 11, 10)])
+def test_forward_and_gradients_match_literal_expansion(s, h, w):
+    head = _head(c=5, k=3, s=s, p=0.7)
+    x = torch.randn(3, 5, h, w, dtype=torch.double, requires_grad=True)
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.rand(3, 5, h * s, w * s, generator=gen) >= 0.7
+    out = head(x, mask)
+    ref = head.forward_literal(x, mask)
+    torch.testing.assert_close(out, ref)
+
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, head.classifier.weight, head.classifier.bias], g)
+    refs = torch.autograd.grad(ref, [x, head.classifier.weight, head.classifier.bias], g)
+    for got, want in zip(grads, refs, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_centre_of_every_block_is_always_kept():
+    head = _head(s=3, p=0.5)
+    x = torch.randn(2, 6, 4, 4, dtype=torch.double)
+    mask = torch.rand(2, 6, 12, 12) >= 0.5
+    no_centre = mask.clone()
+    no_centre[:, :, 1::3, 1::3] = False
+    torch.testing.assert_close(head(x, no_centre), head(x, mask | _centres(mask)))
+    # all dropped except centres: only the 1×1 centre tap of the kernel acts.
+    none = torch.zeros_like(mask)
+    centre_w = head.classifier.weight[:, :, 1:2, 1:2]
+    want = F.conv2d(x / 0.5, centre_w, head.classifier.bias).mean((2, 3))
+    torch.testing.assert_close(head(x, none), want)
+
+
+def _centres(mask):
+    c = torch.zeros_like(mask)
+    c[:, :, 1::3, 1::3] = True
+    return c
+
+
+def test_sampled_mask_is_reproducible_and_matches_sample_mask():
+    head = _head(s=3, p=0.9)
+    head.train()
+    x = torch.randn(2, 6, 5, 5, dtype=torch.double, requires_grad=True)
+    out = head(x, seed=123)
+    mask = head.sample_mask(x, torch.Generator().manual_seed(123))
+    assert mask[:, :, 1::3, 1::3].all()
+    kept = mask.double().mean().item()
+    assert 0.1 < kept < 0.3  # 1/9 always kept + 8/9 of elements at 0.1
+    torch.testing.assert_close(out, head.forward_literal(x, mask))
+    # gradients re-derive the mask from the seed in backward
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    (gref,) = torch.autograd.grad(head.forward_literal(x, mask).sum(), x)
+    torch.testing.assert_close(gx, gref)
+
+
+def test_new_mask_every_training_pass_and_repeatable_by_global_seed():
+    head = _head(s=3, p=0.5)
+    head.train()
+    x = torch.randn(2, 6, 5, 5, dtype=torch.double)
+    torch.manual_seed(7)
+    a, b = head(x), head(x)
+    assert not torch.allclose(a, b)
+    torch.manual_seed(7)
+    torch.testing.assert_close(head(x), a)
+
+
+def test_eval_is_deterministic_unless_stochastic_inference():
+    head = _head(s=3, p=0.5)
+    head.eval()
+    x = torch.randn(1, 6, 5, 5, dtype=torch.double)
+    all_true = torch.ones(1, 6, 15, 15, dtype=torch.bool)
+    torch.testing.assert_close(head(x), head.forward_literal(x, all_true))
+    torch.testing.assert_close(head(x), head(x))
+    head.stochastic_inference = True
+    assert not torch.allclose(head(x), head(x))
+
+
+def test_batch_one_mask_broadcasts():
+    head = _head(s=3, p=0.5)
+    x = torch.randn(3, 6, 4, 4, dtype=torch.double)
+    mask = torch.rand(1, 6, 12, 12) >= 0.5
+    torch.testing.assert_close(head(x, mask), head.forward_literal(x, mask.expand(3, -1, -1, -1)))
+
+
+def test_general_dropout_drops_x_itself_without_centre():
+    head = _head(s=3, p=0.5, dropout="general")
+    x = torch.randn(2, 6, 5, 5, dtype=torch.double)
+    mask = torch.rand(2, 6, 5, 5) >= 0.5
+    want = F.conv2d(x * mask / 0.5, head.classifier.weight, head.classifier.bias, padding=1)
+    torch.testing.assert_close(head(x, mask), want.mean((2, 3)))
+    head.eval()
+    plain = F.conv2d(x, head.classifier.weight, head.classifier.bias, padding=1).mean((2, 3))
+    torch.testing.assert_close(head(x), plain)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(p=1.0), r"\[0, 1\)"),
+        (dict(p=-0.1), r"\[0, 1\)"),
+        (dict(kernel_size=4), "odd"),
+        (dict(dropout="spatial"), "fickle"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FickleHead(8, 20, **kwargs)
+
+
+def test_wrong_mask_shape_is_an_error():
+    head = _head(s=3)
+    with pytest.raises(ValueError, match="mask has shape"):
+        head(torch.randn(1, 6, 4, 4, dtype=torch.double), torch.ones(1, 6, 4, 4, dtype=torch.bool))
