@@ -10,8 +10,8 @@ fixed glibc mmap threshold so freed buffers go back to the system.
     python experiments/benchmarks/fickle_head_memory.py                # CPU, batch 2
     python experiments/benchmarks/fickle_head_memory.py --device cuda --batch 20
 
-One warm-up step runs first. Each (s, implementation) runs in a fresh subprocess so one cannot inflate the
-other's peak.
+One warm-up step runs first. Each (s, implementation) runs in a fresh
+subprocess so one cannot inflate the other's peak.
 """
 
 from __future__ import annotations

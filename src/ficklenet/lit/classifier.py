@@ -1,0 +1,138 @@
+"""The FickleNet classifier as a LightningModule (pipeline stage 1).
+
+Backbone → :class:`~ficklenet.models.fickle.FickleHead` → 20 class scores,
+trained with the multi-label soft-margin (sigmoid) loss on image-level labels
+(FickleNet Sec. 3.2). The backbone is the pretrained part; the head is new and
+learns ``optim.new_layer_lr_mult`` (10) times faster, as in DeepLab/DSRG.
+Validation reports mAP and F1 over the 20 labels (torchmetrics, reduced
+across DDP ranks). The checkpoint holds the resolved config, so later stages
+rebuild the exact model from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
+
+from ficklenet.data.classes import NUM_CLASSES
+from ficklenet.lit.optim import build_optimizer
+from ficklenet.models.backbones import build_backbone
+from ficklenet.models.fickle import FickleHead
+
+
+def backbone_kwargs(backbone_cfg: Any) -> dict[str, Any]:
+    """Keyword arguments for :func:`build_backbone` from the ``backbone`` config."""
+    kw: dict[str, Any] = dict(
+        pretrained=bool(backbone_cfg.pretrained),
+        weights=backbone_cfg.weights,
+        output_stride=int(backbone_cfg.output_stride),
+    )
+    if backbone_cfg.freeze_bn:
+        kw["freeze_bn"] = True
+    return kw
+
+
+class FickleClassifier(pl.LightningModule):
+    """FickleNet: backbone + centre-preserving-dropout head + GAP.
+
+    Args:
+        config: the resolved stage config (``backbone``, ``model``, ``optim``
+            keys are used); kept in the checkpoint as hyper-parameters.
+        load_pretrained: load the backbone's ImageNet weights. False when the
+            module is rebuilt from a checkpoint, whose state dict has them.
+    """
+
+    def __init__(self, config: dict[str, Any] | DictConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
+        self.save_hyperparameters({"config": config})
+        cfg = OmegaConf.create(config)
+        self.cfg = cfg
+        kw = backbone_kwargs(cfg.backbone)
+        if not load_pretrained:
+            kw.update(pretrained=False, weights=None)
+        self.backbone = build_backbone(cfg.backbone.name, **kw)
+        self.head = FickleHead(
+            self.backbone.out_channels,
+            NUM_CLASSES,
+            kernel_size=int(cfg.model.kernel_size),
+            p=float(cfg.model.p),
+            dropout=cfg.model.dropout,
+        )
+        self.val_map = MultilabelAveragePrecision(num_labels=NUM_CLASSES, average="macro")
+        self.val_f1 = MultilabelF1Score(num_labels=NUM_CLASSES, average="macro")
+        self.best_map = 0.0
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: Any = "cpu") -> FickleClassifier:
+        """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file needed)."""
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        hparams = ckpt.get("hyper_parameters", {})
+        if "config" not in hparams or "model" not in hparams["config"]:
+            raise ValueError(
+                f"{path} is not a FickleNet classifier checkpoint (no classifier config "
+                "inside); pass the checkpoint written by ficklenet-classify "
+                "(<run>/checkpoints/last.ckpt or best.ckpt)."
+            )
+        model = cls(hparams["config"], load_pretrained=False)
+        model.load_state_dict(ckpt["state_dict"])
+        return model
+
+    def features(self, images: Tensor) -> Tensor:
+        """The backbone's feature map x (B, C, h, w) — what FickleHead expands."""
+        return self.backbone(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        scores = self(batch["image"])
+        loss = F.multilabel_soft_margin_loss(scores, batch["labels"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"classifier loss became {loss.item()} at step {self.global_step}; the last "
+                "good checkpoint is kept. Lower optim.lr or check the input data."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        scores = self(batch["image"])
+        labels = batch["labels"]
+        loss = F.multilabel_soft_margin_loss(scores, labels)
+        targets = labels.int()
+        self.val_map.update(scores, targets)
+        self.val_f1.update(torch.sigmoid(scores), targets)
+        self.log("val/loss", loss, sync_dist=True, batch_size=len(scores))
+
+    def on_validation_epoch_end(self) -> None:
+        mean_ap = self.val_map.compute()
+        self.best_map = max(self.best_map, float(mean_ap))
+        self.log("val/mAP", mean_ap, prog_bar=True)
+        self.log("val/f1", self.val_f1.compute())
+        self.log("val/mAP_best", self.best_map)
+        self.val_map.reset()
+        self.val_f1.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ficklenet_stage"] = "classify"
+        checkpoint["best_map"] = self.best_map
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_map = float(checkpoint.get("best_map", 0.0))
+
+    def configure_optimizers(self) -> Any:
+        return build_optimizer(
+            self.cfg.optim,
+            pretrained=list(self.backbone.parameters()),
+            new=list(self.head.parameters()),
+            pretrained_is_new=not self.backbone.is_pretrained,
+            total_steps=self.trainer.estimated_stepping_batches,
+        )

@@ -1,0 +1,196 @@
+"""Segmentation and seed quality: one confusion matrix, one mIoU.
+
+PASCAL VOC devkit convention: a (K, K) confusion matrix over the pixels whose
+ground truth is not ``ignore_index`` (255, the void border), rows = truth,
+columns = prediction; ``IoU_c = TP / (TP + FP + FN)``; classes absent from both
+truth and prediction have no IoU (NaN) and are left out of the mean. Scores are
+fractions in [0, 1]. (DSRG's own ``training/tools/evaluate.py`` leaves every
+class with TP = 0 out of the mean, which on a subset of images would drop
+missed classes too; on the full VOC val set, where every class occurs, the two
+agree unless a class is never predicted correctly.)
+
+A dataset-wide score sums the per-image confusion matrices
+(:func:`confusion_matrix`, :func:`miou_from_confusion`); :class:`ConfusionMIoU`
+does the same inside a LightningModule and sums the matrices across DDP
+processes. Everything goes through :func:`confusion_counts`, so seeds, CAMs and
+predictions are scored by the same code.
+
+Predictions equal to ``ignore_index`` (unlabelled seed pixels) are left out of
+the confusion matrix, so the mIoU of seeds is over their labelled pixels; their
+coverage is what :func:`seed_precision_recall` reports (precision over the
+labelled pixels, recall over all pixels with ground truth).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+IGNORE_INDEX = 255
+
+ArrayLike = np.ndarray | Tensor
+
+
+def _as_long_tensor(x: ArrayLike) -> Tensor:
+    if isinstance(x, Tensor):
+        return x.long()
+    return torch.as_tensor(np.asarray(x)).long()
+
+
+def confusion_counts(
+    pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """The (K, K) int64 confusion matrix as a tensor on ``pred``'s device.
+
+    Pixels with ``target == ignore_index`` or ``pred == ignore_index`` are not
+    counted; any other value outside [0, K) is an error.
+    """
+    pred_t = _as_long_tensor(pred)
+    target_t = _as_long_tensor(target).to(pred_t.device)
+    if pred_t.shape != target_t.shape:
+        raise ValueError(f"pred {tuple(pred_t.shape)} and target {tuple(target_t.shape)} differ")
+    keep = (target_t != ignore_index) & (pred_t != ignore_index)
+    pred_t = pred_t[keep]
+    target_t = target_t[keep]
+    bad = (pred_t < 0) | (pred_t >= num_classes) | (target_t < 0) | (target_t >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"labels outside [0, {num_classes}) other than ignore_index={ignore_index}"
+        )
+    counts = torch.bincount(target_t * num_classes + pred_t, minlength=num_classes**2)
+    return counts.view(num_classes, num_classes)
+
+
+def confusion_matrix(
+    pred: ArrayLike,
+    target: ArrayLike,
+    num_classes: int = 21,
+    ignore_index: int = IGNORE_INDEX,
+) -> np.ndarray:
+    """np.int64 (K, K) confusion matrix, rows = truth, columns = prediction.
+
+    ``pred`` and ``target`` are label maps of any (equal) shape, numpy or torch.
+    """
+    return confusion_counts(pred, target, num_classes, ignore_index).cpu().numpy()
+
+
+def miou_from_confusion(cm: ArrayLike) -> tuple[float, np.ndarray]:
+    """(mIoU, per-class IoU) from a confusion matrix (rows = truth).
+
+    Classes with TP + FP + FN = 0 are NaN and excluded from the mean; the mean is
+    NaN when every class is.
+    """
+    cm = np.asarray(cm.cpu() if isinstance(cm, Tensor) else cm, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    iou = np.full(len(cm), np.nan)
+    np.divide(tp, union, out=iou, where=union > 0)
+    mean = float(iou[union > 0].mean()) if (union > 0).any() else float("nan")
+    return mean, iou
+
+
+def miou(
+    pred: ArrayLike,
+    target: ArrayLike,
+    num_classes: int = 21,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[float, np.ndarray]:
+    """Mean IoU and per-class IoU (fractions; NaN for classes absent from both)."""
+    return miou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+class SeedScores(NamedTuple):
+    """Seed quality over the pixels with ground truth.
+
+    precision: of the labelled seed pixels, the fraction whose label is right.
+    recall: of the ground-truth pixels, the fraction that got the right seed label.
+    labelled: the fraction of ground-truth pixels that are labelled at all.
+    """
+
+    precision: float
+    recall: float
+    labelled: float
+
+
+def seed_counts(
+    seeds: ArrayLike, target: ArrayLike, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """np.int64 ``[ground-truth pixels, labelled seeds among them, correct seeds]``.
+
+    Sum these over images and pass the total to :func:`seed_scores_from_counts`
+    for a dataset-wide score. ``ignore_index`` marks both unlabelled seeds and
+    void ground truth.
+    """
+    seeds_t = _as_long_tensor(seeds)
+    target_t = _as_long_tensor(target).to(seeds_t.device)
+    if seeds_t.shape != target_t.shape:
+        raise ValueError(f"seeds {tuple(seeds_t.shape)} and target {tuple(target_t.shape)} differ")
+    valid = target_t != ignore_index
+    labelled = valid & (seeds_t != ignore_index)
+    correct = labelled & (seeds_t == target_t)
+    return np.array([int(valid.sum()), int(labelled.sum()), int(correct.sum())], dtype=np.int64)
+
+
+def seed_scores_from_counts(counts: ArrayLike) -> SeedScores:
+    """:class:`SeedScores` from (summed) :func:`seed_counts`; NaN where undefined."""
+    valid, labelled, correct = (int(v) for v in np.asarray(counts))
+
+    def frac(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return SeedScores(frac(correct, labelled), frac(correct, valid), frac(labelled, valid))
+
+
+def seed_precision_recall(
+    seeds: ArrayLike, target: ArrayLike, ignore_index: int = IGNORE_INDEX
+) -> SeedScores:
+    """Precision, recall and labelled fraction of seeds (``ignore_index`` = unlabelled)."""
+    return seed_scores_from_counts(seed_counts(seeds, target, ignore_index))
+
+
+class ConfusionMIoU(Metric):
+    """mIoU from a confusion matrix accumulated over batches (and DDP processes).
+
+    ``update(preds, target)`` takes label maps, or scores with one more dimension
+    than ``target`` (class axis 1, argmax taken). ``compute()`` returns the mIoU
+    as a 0-dim tensor (NaN if nothing was counted); :meth:`per_class` gives the
+    per-class IoU. The state ``confmat`` is summed across processes.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    confmat: Tensor
+
+    def __init__(
+        self, num_classes: int = 21, ignore_index: int = IGNORE_INDEX, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state(
+            "confmat",
+            default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+            dist_reduce_fx="sum",
+        )
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        cm = confusion_counts(preds, target, self.num_classes, self.ignore_index)
+        self.confmat += cm.to(self.confmat.device)
+
+    def compute(self) -> Tensor:
+        value, _ = miou_from_confusion(self.confmat)
+        return torch.tensor(value, dtype=torch.float32)
+
+    def per_class(self) -> np.ndarray:
+        """Per-class IoU (NaN for classes absent from truth and prediction), over all
+        processes like :meth:`compute`."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn):
+            return miou_from_confusion(self.confmat.clone())[1]

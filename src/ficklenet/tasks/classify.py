@@ -1,0 +1,100 @@
+"""``ficklenet-classify``: pipeline stage 1, train the FickleNet classifier.
+
+Writes into the Hydra run directory: ``checkpoints/{best,last}.ckpt`` (config
+inside), ``config.yaml``, ``run_info.json`` (version, git sha, command),
+the logger's files and ``metrics.json``. Returns ``val/mAP_best`` so Hydra
+sweepers can optimise it. Rerunning into a directory that holds
+``checkpoints/last.ckpt`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.datamodule import VOCDataModule
+from ficklenet.files import write_json
+from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
+from ficklenet.tasks.run_dir import prepare_run, resolve_resume, run_name, scalar_metrics
+
+log = logging.getLogger(__name__)
+
+
+def validate_classify(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express; each names the key."""
+    if not 0.0 <= cfg.model.p < 1.0:
+        raise ValueError(f"model.p={cfg.model.p}: the dropout rate must be in [0, 1)")
+    if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 == 0:
+        raise ValueError(
+            f"model.kernel_size={cfg.model.kernel_size}: must be a positive odd number"
+        )
+    if cfg.model.dropout not in ("fickle", "general"):
+        raise ValueError(f"model.dropout={cfg.model.dropout!r}: choose 'fickle' or 'general'")
+    if cfg.data.labels_from not in ("xml", "mask"):
+        raise ValueError(f"data.labels_from={cfg.data.labels_from!r}: choose 'xml' or 'mask'")
+
+
+def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Train the classifier; return ``val/mAP_best``."""
+    validate_classify(cfg)
+    run_dir, config = prepare_run(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = VOCDataModule(cfg.data, seed=cfg.seed)
+    model = FickleClassifier(config)
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    try:
+        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/mAP", mode="max")
+        ckpt_path = resolve_resume(cfg.ckpt_path, run_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = scalar_metrics(trainer.callback_metrics)
+        best = float(metrics.get("val/mAP_best", model.best_map))
+        if trainer.is_global_zero:
+            ckpt_dir = run_dir / "checkpoints"
+            write_json(
+                run_dir / "metrics.json",
+                {
+                    "stage": "classify",
+                    "val/mAP": metrics.get("val/mAP"),
+                    "val/mAP_best": best,
+                    "val/f1": metrics.get("val/f1"),
+                    "train/loss": metrics.get("train/loss"),
+                    "epochs": trainer.current_epoch,
+                    "steps": trainer.global_step,
+                    "checkpoint": _existing(ckpt_dir / "best.ckpt"),
+                    "last_checkpoint": _existing(ckpt_dir / "last.ckpt"),
+                    "model.p": float(cfg.model.p),
+                    "model.dropout": cfg.model.dropout,
+                },
+            )
+            log.info(
+                "classifier val mAP %.4f (best %.4f); outputs in %s",
+                metrics.get("val/mAP", float("nan")),
+                best,
+                run_dir,
+            )
+        return best
+    finally:
+        close_logger(logger)
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+register_schemas()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="classify", version_base="1.3")
+def main(cfg: DictConfig) -> Any:
+    return run_classify(cfg)
+
+
+if __name__ == "__main__":
+    main()

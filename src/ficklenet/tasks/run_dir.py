@@ -1,0 +1,100 @@
+"""The run directory every stage writes into, and what it records at start.
+
+Hydra chooses the directory (``runs/<stage>/<time>`` or a multirun subdir);
+tests and the pipeline may pass one explicitly. At start the stage saves the
+resolved config (``config.yaml``) and provenance (``run_info.json``), so a
+number in ``metrics.json`` can always be traced to the code and settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ficklenet.files import atomic_path, write_json
+from ficklenet.provenance import run_info
+
+log = logging.getLogger(__name__)
+
+
+def hydra_run_dir() -> Path | None:
+    """The Hydra output directory of this job, or None outside a Hydra app."""
+    if not HydraConfig.initialized():
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def sweep_group() -> str | None:
+    """The sweep directory's name in a multirun (runs of one sweep share a
+    wandb group), else None."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return Path(hc.sweep.dir).name
+    return None
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Create the run directory, save config + provenance, return both.
+
+    Returns the directory and the resolved config as a plain dict (what goes
+    into checkpoints).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir() or Path.cwd()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "logger" in cfg and cfg.logger.group is None and (group := sweep_group()):
+        cfg.logger.group = group
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    if _is_rank_zero():
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(run_dir / "run_info.json", run_info())
+    config["run_info"] = run_info()
+    return run_dir, config
+
+
+def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``ckpt_path`` for ``Trainer.fit``: an explicit path, ``"last"`` (the run
+    directory's last.ckpt), or automatically last.ckpt when it exists."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "last" or (ckpt_path is None and last.is_file()):
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last but {last} does not exist; run without ckpt_path to start "
+                "fresh or give the checkpoint's path."
+            )
+        log.info("resuming from %s", last)
+        return str(last)
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def run_name(cfg: DictConfig, run_dir: Path) -> str:
+    """Name shown in loggers: ``name`` when set, else the run directory's name."""
+    return cfg.get("name") or run_dir.name
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Lightning's callback metrics as plain floats."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            out[key] = float(value.item())
+        elif isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def _is_rank_zero() -> bool:
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
