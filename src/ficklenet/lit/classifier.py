@@ -101,6 +101,7 @@ class FickleClassifier(pl.LightningModule):
                 "good checkpoint is kept. Lower optim.lr or check the input data."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
+        self.log("train/epoch_loss", loss, on_step=False, on_epoch=True, batch_size=len(scores))
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -40,9 +40,9 @@ def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None)
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="", version="")
+        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
     if kind == "tensorboard":
-        return TensorBoardLogger(save_dir=str(run_dir), name="", version="")
+        return TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
     if kind == "wandb":
         logger = WandbLogger(
             project=logger_cfg.project,
