@@ -47,6 +47,8 @@ class DataConfig:
     )
     # Saliency maps (e.g. DRFI, as FickleNet and DSRG used) for background seeds.
     saliency_dir: str | None = None
+    # Semi-supervised segmenter: a split name or .txt id list whose ground truth replaces seeds.
+    pixel_labels: str | None = None
     # Training crop (321 in DSRG / DeepLab-VGG16).
     crop_size: int = 321
     # Random rescale range before cropping.
