@@ -124,3 +124,25 @@ def test_from_checkpoint_refuses_a_foreign_file(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {}}, bogus)
     with pytest.raises(ValueError, match="not a FickleNet classifier checkpoint"):
         FickleClassifier.from_checkpoint(str(bogus))
+
+
+def test_ddp_cpu_two_processes_share_one_run_directory(tmp_path, toy_root):
+    """trainer=ddp_cpu: 2 gloo processes, one run dir, one checkpoint set, one log."""
+    run = tmp_path / "run"
+    _run(
+        [
+            str(BIN / "ficklenet-classify"),
+            *small_toy_overrides(toy_root),
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=tmp_path,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no duplicate output folders"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(list(run.rglob("metrics.csv"))) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/mAP_best"] >= metrics["val/mAP"] >= 0.0
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["config"]["trainer"]["devices"] == 2

@@ -101,7 +101,14 @@ class FickleClassifier(pl.LightningModule):
                 "good checkpoint is kept. Lower optim.lr or check the input data."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
-        self.log("train/epoch_loss", loss, on_step=False, on_epoch=True, batch_size=len(scores))
+        self.log(
+            "train/epoch_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(scores),
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -114,11 +121,14 @@ class FickleClassifier(pl.LightningModule):
         self.log("val/loss", loss, sync_dist=True, batch_size=len(scores))
 
     def on_validation_epoch_end(self) -> None:
+        # torchmetrics has already reduced these across ranks; sync_dist only
+        # keeps Lightning's epoch-level bookkeeping consistent under DDP.
         mean_ap = self.val_map.compute()
-        self.best_map = max(self.best_map, float(mean_ap))
-        self.log("val/mAP", mean_ap, prog_bar=True)
-        self.log("val/f1", self.val_f1.compute())
-        self.log("val/mAP_best", self.best_map)
+        if not self.trainer.sanity_checking:
+            self.best_map = max(self.best_map, float(mean_ap))
+        self.log("val/mAP", mean_ap, prog_bar=True, sync_dist=True)
+        self.log("val/f1", self.val_f1.compute(), sync_dist=True)
+        self.log("val/mAP_best", self.best_map, sync_dist=True)
         self.val_map.reset()
         self.val_f1.reset()
 
