@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 @dataclass
@@ -164,6 +165,70 @@ class MakeToyConfig:
     toy: ToyConfig = field(default_factory=ToyConfig)
 
 
+@dataclass
+class CheckpointRef:
+    # Path to a checkpoint written by an earlier stage (checkpoints/best.ckpt).
+    ckpt: str = MISSING
+
+
+@dataclass
+class InferenceModelConfig:
+    """Overrides of the trained head at map time (null = as trained)."""
+
+    # Dropout rate of the stochastic passes; FickleNet uses the training rate.
+    p: float | None = None
+
+
+@dataclass
+class LocalizeOptions:
+    """Stage 2 (FickleNet Sec. 3.3; paper-notes.md "Localization maps and seeds")."""
+
+    # Images to localize: the segmenter trains on train_aug.
+    split: str = "train_aug"
+    # Stochastic passes per image: 200 in the paper [recalled].
+    n: int = 200
+    # gradcam: ReLU(sum_k mean(dS/dx_k) x_k); grad_x_act: ReLU(sum_k x_k dS/dx_k).
+    # gradcam gave better seeds for the p=0.9 toy classifier (README, "Seeds").
+    formula: str = "gradcam"
+    # How the N max-normalised maps combine: max (union, the paper) or mean.
+    aggregate: str = "max"
+    # Masks drawn per batch of passes: bounds memory (N is split into chunks).
+    chunk: int = 25
+    # Image scales (multi-scale maps are upsampled to the image and combined).
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    # Also run each scale on the flipped image.
+    flip: bool = False
+    # Foreground seed: score >= fg_threshold x the class's max (SEC used 0.2).
+    fg_threshold: float = 0.2
+    # Background seed without saliency: every present class scores below this.
+    bg_threshold: float = 0.05
+    # Background seed with saliency: saliency below this.
+    saliency_threshold: float = 0.1
+    # Background thresholds swept for the CAM mIoU curve.
+    cam_bg_sweep: list[float] = field(
+        default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    )
+    # Overlay images (image | map | seeds | truth) written for the first ids.
+    overlays: int = 8
+    # Replace outputs made with another checkpoint or settings in this run dir.
+    overwrite: bool = False
+    # Only the first `limit` ids of the split (quick looks); null = all.
+    limit: int | None = None
+
+
+@dataclass
+class LocalizeConfig:
+    classifier: CheckpointRef = field(default_factory=CheckpointRef)
+    model: InferenceModelConfig = field(default_factory=InferenceModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    localize: LocalizeOptions = field(default_factory=LocalizeOptions)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Base of each image's generator seed (maps are reproducible per image,
+    # whatever the order, rank or resume point).
+    seed: int = 0
+    name: str | None = None
+
+
 _REGISTERED = False
 
 
@@ -175,6 +240,9 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="classify_schema", node=ClassifyConfig)
     cs.store(name="make_toy_schema", node=MakeToyConfig)
+    cs.store(name="localize_schema", node=LocalizeConfig)
+    cs.store(name="segment_schema", node=SegmentConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     _REGISTERED = True
 
 
@@ -184,9 +252,129 @@ __all__ = [
     "ClassifyConfig",
     "DataConfig",
     "LoggerConfig",
+    "LocalizeConfig",
+    "LocalizeOptions",
     "MakeToyConfig",
     "OptimConfig",
     "ToyConfig",
     "TrainerConfig",
     "register_schemas",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Stages 3 and 4: the DSRG segmenter (Huang et al., CVPR 2018) and its evaluation.
+
+
+@dataclass
+class TrainCRFConfig:
+    """Overrides of DSRG's training-time dense CRF (``ficklenet.dsrg.crf.TRAIN_CRF``).
+
+    null keeps the official value (``CRFLayer`` in the official release): unary
+    ``-p`` with p clipped at 1e-4, Gaussian w=3 sxy=3, bilateral w=10 sxy=80
+    srgb=13, 10 iterations, Q clipped at 1e-4 and renormalised.
+    """
+
+    unary: str | None = None  # neg_prob (official training CRF) | neg_log_prob
+    min_prob: float | None = None
+    gauss_sxy: float | None = None
+    gauss_compat: float | None = None
+    bilateral_sxy: float | None = None
+    bilateral_srgb: float | None = None
+    bilateral_compat: float | None = None
+    iterations: int | None = None
+    # 0 disables the clip of Q.
+    out_min_prob: float | None = None
+    # Both sxy are divided by this. DSRG uses 12 on the 41x41 map of a 321 crop;
+    # null keeps that ratio to the crop: 12 * 321 / data.crop_size.
+    scale: float | None = None
+
+
+@dataclass
+class SegmenterModelConfig:
+    """DeepLab head and DSRG training rule (paper-notes.md, "DSRG segmenter")."""
+
+    # aspp: four branches, dilation 6/12/18/24, logits summed (the official DSRG
+    # model); largefov: one branch, dilation 12 (DeepLab-LargeFOV).
+    head: str = "aspp"
+    # fc6/fc7 channels of each branch; null: 1024 on vgg16 (official), none on
+    # resnet101 (DeepLab-v2: one 3x3 conv to the classes per branch), 64 on small.
+    width: int | None = None
+    # Branch dilations; null: 6/12/18/24 (largefov: 12) for the 41x41 maps of the
+    # paper backbones, 1/2/3/4 (largefov: 2) for the small toy backbone's 12x12 maps.
+    dilations: list[int] | None = None
+    # Dropout after fc6 and fc7 (official: 0.5).
+    dropout: float = 0.5
+    # vgg16: start fc6/fc7 from ImageNet fc6/fc7, decimated to 3x3x1024 / 1x1x1024 as
+    # DeepLab did (then they train at the base lr; fc8 at 10x).
+    init_fc_from_imagenet: bool = True
+    # Region growing thresholds (official generate_seed_step: th2=0.85, th1=0.99).
+    fg_thresh: float = 0.85
+    bg_thresh: float = 0.99
+    # L = seed_loss_weight * balanced seeding loss + boundary_loss_weight * boundary loss.
+    seed_loss_weight: float = 1.0
+    boundary_loss_weight: float = 1.0
+    crf: TrainCRFConfig = field(default_factory=TrainCRFConfig)
+    # Processes running the training CRF of a batch (20 maps of 41x41 take ~0.25 s
+    # on one core); 0 = in the training process; null = the CPUs available, at most 8.
+    crf_workers: int | None = None
+
+
+@dataclass
+class SegmentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    segmenter: SegmenterModelConfig = field(default_factory=SegmenterModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # The localize stage's seeds: its run directory (holding seeds/) or a folder of
+    # <id>.png index PNGs (255 = unlabelled) for every id of data.train_split.
+    seeds: str = MISSING
+    # Split on which the raw seeds and the trained segmenter are both scored against
+    # ground truth (does growing improve on the seeds?); null skips it.
+    seed_eval_split: str | None = "train"
+    seed: int = 0
+    # Resume: a checkpoint path, or "last" for <run dir>/checkpoints/last.ckpt.
+    ckpt_path: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class EvaluateConfig:
+    # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/best.ckpt).
+    segmenter: CheckpointRef = field(default_factory=CheckpointRef)
+    # null: the data config stored in the checkpoint (the dataset it was trained on);
+    # `data=voc data.root=...` evaluates elsewhere.
+    data: DataConfig | None = None
+    # Any split with ground truth (val: 1,449 VOC images).
+    split: str = "val"
+    # Input scales whose upsampled logits are summed; the paper's multi-scale test
+    # uses [0.75, 1.0, 1.25] (241/321/401 of DSRG's test-ms.py).
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    # Also add the logits of the horizontally flipped image.
+    flip: bool = False
+    # Dense CRF on the full-resolution image with DSRG's test parameters; the
+    # metrics then hold the mIoU with and without it.
+    crf: bool = False
+    # CRF processes; null = the CPUs available, at most 8.
+    crf_workers: int | None = None
+    # Palette PNGs <run>/predictions/<id>.png (VOC SegmentationClass format).
+    save_predictions: bool = True
+    # Image | ground truth | prediction overlays for the first N images, <run>/overlays/.
+    overlays: int = 8
+    batch_size: int = 4
+    num_workers: int = 2
+    # auto (cuda when available) | cpu | cuda | cuda:N
+    device: str = "auto"
+    progress: bool = True
+    seed: int = 0
+    name: str | None = None
+
+
+__all__ += [
+    "EvaluateConfig",
+    "SegmentConfig",
+    "SegmenterModelConfig",
+    "TrainCRFConfig",
 ]

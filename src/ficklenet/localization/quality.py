@@ -1,0 +1,75 @@
+"""How good are the seeds and maps? Scored from the files on disk.
+
+Scoring reads ``seeds/<id>.png`` and ``maps/<id>.npz`` back rather than
+accumulating in memory, so the numbers cover every image of the split however
+many ranks wrote them and however often the run was resumed.
+
+- Seeds (paper-notes.md, "Data and evaluation conventions"): mIoU over the
+  labelled seed pixels, precision (labelled pixels that are right), recall
+  (ground-truth pixels that got the right seed) and the labelled fraction.
+- CAM mIoU: the dense labelling of the aggregated maps (argmax over present
+  classes, background below a threshold) for each background threshold of a
+  sweep: the curve and its best point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ficklenet.data.classes import CLASS_NAMES
+from ficklenet.data.voc import VOCReader, read_label_png
+from ficklenet.localization.seeds import cam_labels
+from ficklenet.metrics import (
+    confusion_matrix,
+    miou_from_confusion,
+    seed_counts,
+    seed_scores_from_counts,
+)
+
+
+def load_maps(path: Path) -> tuple[np.ndarray, list[int]]:
+    """``maps/<id>.npz`` → (maps float32 (K_present, H, W), class indices 1..20)."""
+    with np.load(path) as data:
+        return data["maps"].astype(np.float32), [int(c) for c in data["classes"]]
+
+
+def score_localization(
+    run_dir: Path, reader: VOCReader, bg_sweep: list[float], progress: bool = True
+) -> dict[str, Any]:
+    """Seed and CAM quality over the ids of ``reader`` that have ground truth."""
+    ids = [i for i in reader.ids if reader.has_mask(i)]
+    if not ids:
+        return {"scored_images": 0}
+    seed_cm = np.zeros((21, 21), np.int64)
+    counts = np.zeros(3, np.int64)
+    cam_cms = {t: np.zeros((21, 21), np.int64) for t in bg_sweep}
+    for image_id in tqdm(ids, desc="scoring seeds", disable=not progress, leave=False):
+        truth = reader.mask(image_id)
+        seeds = read_label_png(run_dir / "seeds" / f"{image_id}.png")
+        seed_cm += confusion_matrix(seeds, truth)
+        counts += seed_counts(seeds, truth)
+        maps, classes = load_maps(run_dir / "maps" / f"{image_id}.npz")
+        for t in bg_sweep:
+            cam_cms[t] += confusion_matrix(cam_labels(maps, classes, t), truth)
+    seed_miou, per_class = miou_from_confusion(seed_cm)
+    scores = seed_scores_from_counts(counts)
+    curve = [{"bg_threshold": t, "miou": miou_from_confusion(cm)[0]} for t, cm in cam_cms.items()]
+    best = max(curve, key=lambda r: r["miou"])
+    return {
+        "scored_images": len(ids),
+        "seed/miou": seed_miou,
+        "seed/precision": scores.precision,
+        "seed/recall": scores.recall,
+        "seed/labelled_fraction": scores.labelled,
+        "seed/per_class_iou": {
+            name: (None if np.isnan(v) else float(v))
+            for name, v in zip(CLASS_NAMES, per_class, strict=True)
+        },
+        "cam/miou_curve": curve,
+        "cam/best_miou": best["miou"],
+        "cam/best_bg_threshold": best["bg_threshold"],
+    }

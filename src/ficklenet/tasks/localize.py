@@ -1,0 +1,224 @@
+"""``ficklenet-localize``: pipeline stage 2, localization maps and seeds.
+
+    ficklenet-localize classifier.ckpt=runs/classify/<time>/checkpoints/best.ckpt
+    ficklenet-localize classifier.ckpt=... -m localize.n=1,10,50,200
+    ficklenet-localize classifier.ckpt=... trainer=ddp trainer.devices=4
+
+Writes into the run directory ``maps/<id>.npz`` (float16 maps of the present
+classes at image size, max-normalised, with their class indices),
+``seeds/<id>.png`` (palette PNG, 255 = unlabelled), ``overlays/`` for a sample,
+``manifest.json`` (the checkpoint and settings the outputs came from) and
+``metrics.json`` (seed and CAM quality where the split has ground truth).
+
+Rerunning into the same directory resumes: finished images are skipped. A run
+against another checkpoint or other settings refuses to mix its outputs with
+the ones there unless ``localize.overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.datamodule import ensure_dataset, make_reader
+from ficklenet.files import read_json, write_json
+from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
+from ficklenet.localization.quality import score_localization
+from ficklenet.tasks.run_dir import prepare_run
+
+log = logging.getLogger(__name__)
+
+# Settings that change what an image's maps or seeds are.
+_OUTPUT_KEYS = (
+    "split",
+    "n",
+    "formula",
+    "aggregate",
+    "scales",
+    "flip",
+    "fg_threshold",
+    "bg_threshold",
+    "saliency_threshold",
+)
+
+
+def validate_localize(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express; each names the key."""
+    opt = cfg.localize
+    if opt.n < 1:
+        raise ValueError(f"localize.n={opt.n}: need at least one stochastic pass")
+    if opt.chunk < 1:
+        raise ValueError(f"localize.chunk={opt.chunk}: must be at least 1")
+    if opt.formula not in ("grad_x_act", "gradcam"):
+        raise ValueError(f"localize.formula={opt.formula!r}: choose grad_x_act or gradcam")
+    if opt.aggregate not in ("max", "mean"):
+        raise ValueError(f"localize.aggregate={opt.aggregate!r}: choose max or mean")
+    if not opt.scales or min(opt.scales) <= 0:
+        raise ValueError(f"localize.scales={list(opt.scales)}: need positive scales")
+    if cfg.model.p is not None and not 0.0 <= cfg.model.p < 1.0:
+        raise ValueError(f"model.p={cfg.model.p}: the dropout rate must be in [0, 1)")
+    if not Path(cfg.classifier.ckpt).is_file():
+        raise FileNotFoundError(
+            f"classifier.ckpt={cfg.classifier.ckpt}: no such file. Train one with "
+            "ficklenet-classify and pass <run>/checkpoints/best.ckpt."
+        )
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_manifest(cfg: DictConfig) -> dict[str, Any]:
+    opt = OmegaConf.to_container(cfg.localize, resolve=True)
+    assert isinstance(opt, dict)
+    return {
+        "stage": "localize",
+        "classifier_ckpt": str(Path(cfg.classifier.ckpt).resolve()),
+        "classifier_sha256": file_digest(cfg.classifier.ckpt),
+        "data_root": str(Path(cfg.data.root).resolve()),
+        "seed": int(cfg.seed),
+        "model.p": cfg.model.p,
+        "settings": {k: opt[k] for k in _OUTPUT_KEYS},
+    }
+
+
+def check_manifest(run_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix outputs of different checkpoints/settings in one directory."""
+    path = run_dir / "manifest.json"
+    if path.is_file():
+        old = read_json(path)
+        keys = ("classifier_sha256", "data_root", "seed", "model.p", "settings")
+        differs = [k for k in keys if old.get(k) != manifest[k]]
+        if differs and not overwrite:
+            raise RuntimeError(
+                f"{run_dir} holds maps/seeds made with another "
+                f"{', '.join(differs)} (see {path}). Use a new run directory, or pass "
+                "localize.overwrite=true to delete them and start again."
+            )
+        if differs:
+            log.warning("localize.overwrite=true: removing outputs made with other settings")
+            for sub in ("maps", "seeds", "overlays"):
+                shutil.rmtree(run_dir / sub, ignore_errors=True)
+            (run_dir / "metrics.json").unlink(missing_ok=True)
+    write_json(path, manifest)
+
+
+def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Write maps and seeds for the split; return the seed mIoU (NaN without truth)."""
+    validate_localize(cfg)
+    run_dir, _ = prepare_run(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    ensure_dataset(cfg.data)
+    opt = cfg.localize
+    reader = make_reader(cfg.data, opt.split)
+    ids = reader.ids[: opt.limit] if opt.limit else list(reader.ids)
+    index = {image_id: i for i, image_id in enumerate(reader.ids)}
+
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        precision=cfg.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar),
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+    if trainer.is_global_zero:
+        check_manifest(run_dir, make_manifest(cfg), bool(opt.overwrite))
+    trainer.strategy.barrier()
+    todo = [index[i] for i in ids if not is_done(run_dir, i)]
+    log.info(
+        "%d of %d images to localize (%d already done) -> %s",
+        len(todo),
+        len(ids),
+        len(ids) - len(todo),
+        run_dir,
+    )
+    classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt)
+    overlay_ids = set(sorted(ids)[: opt.overlays])
+    module = Localizer(classifier, opt, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p)
+    start = time.perf_counter()
+    if todo:
+        trainer.predict(
+            module,
+            datamodule=LocalizeDataModule(reader, todo, cfg.data.num_workers),
+            return_predictions=False,
+        )
+    trainer.strategy.barrier()
+    elapsed = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return float("nan")
+    missing = [i for i in ids if not is_done(run_dir, i)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no outputs (first: {missing[0]})")
+    scored_reader = reader if not opt.limit else _subset(reader, ids)
+    quality = score_localization(
+        run_dir,
+        scored_reader,
+        list(opt.cam_bg_sweep),
+        progress=bool(cfg.trainer.enable_progress_bar),
+    )
+    metrics = {
+        "stage": "localize",
+        "images": len(ids),
+        "localized_now": len(todo),
+        "seconds": elapsed,
+        "images_per_second": len(todo) / elapsed if todo and elapsed > 0 else None,
+        "n": int(opt.n),
+        "formula": opt.formula,
+        "model.p": float(classifier.head.p if cfg.model.p is None else cfg.model.p),
+        **quality,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    if quality.get("scored_images"):
+        log.info(
+            "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
+            "at bg %.2f (%d images)",
+            metrics["seed/miou"],
+            metrics["seed/precision"],
+            metrics["seed/recall"],
+            metrics["seed/labelled_fraction"],
+            metrics["cam/best_miou"],
+            metrics["cam/best_bg_threshold"],
+            quality["scored_images"],
+        )
+    return float(metrics.get("seed/miou", float("nan")))
+
+
+def _subset(reader: Any, ids: list[str]) -> Any:
+    """A view of ``reader`` restricted to ``ids`` (for localize.limit)."""
+    import copy
+
+    view = copy.copy(reader)
+    view.ids = list(ids)
+    return view
+
+
+register_schemas()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="localize", version_base="1.3")
+def main(cfg: DictConfig) -> Any:
+    return run_localize(cfg)
+
+
+if __name__ == "__main__":
+    main()

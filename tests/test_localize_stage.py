@@ -1,0 +1,156 @@
+"""Stage 2 end to end on toy data: outputs, quality, resume, manifest, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ficklenet.data.voc import read_label_png
+from ficklenet.lit.localizer import Localizer
+from ficklenet.localization.quality import load_maps
+from ficklenet.tasks.classify import run_classify
+from ficklenet.tasks.localize import run_localize
+from tests.conftest import compose_config, small_toy_overrides
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory, toy_root) -> Path:
+    run = tmp_path_factory.mktemp("cls")
+    cfg = compose_config(
+        "classify", [*small_toy_overrides(toy_root), "trainer.max_epochs=2", "model.p=0.9"]
+    )
+    run_classify(cfg, run_dir=run)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _localize_cfg(root: Path, ckpt: Path, *extra: str):
+    return compose_config(
+        "localize",
+        [
+            f"classifier.ckpt={ckpt}",
+            f"data.root={root}",
+            "data.make_toy_if_missing=false",
+            "data.num_workers=0",
+            "trainer.enable_progress_bar=false",
+            "localize.split=train",
+            "localize.n=6",
+            "localize.chunk=4",
+            "localize.overlays=2",
+            *extra,
+        ],
+    )
+
+
+def _outputs(run: Path) -> dict[str, tuple[np.ndarray, list[int], np.ndarray]]:
+    out = {}
+    for path in sorted((run / "maps").glob("*.npz")):
+        maps, classes = load_maps(path)
+        out[path.stem] = (maps, classes, read_label_png(run / "seeds" / f"{path.stem}.png"))
+    return out
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key][0], b[key][0])
+        assert a[key][1] == b[key][1]
+        np.testing.assert_array_equal(a[key][2], b[key][2])
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, toy_root, classifier_ckpt) -> Path:
+    run = tmp_path_factory.mktemp("loc_ref")
+    run_localize(_localize_cfg(toy_root, classifier_ckpt), run_dir=run)
+    return run
+
+
+def test_outputs_and_metrics(reference_run, toy_root):
+    run = reference_run
+    n_train = len((toy_root / "ImageSets/Segmentation/train.txt").read_text().split())
+    outs = _outputs(run)
+    assert len(outs) == n_train
+    for maps, classes, seeds in outs.values():
+        assert maps.dtype == np.float32 and maps.shape[0] == len(classes) >= 1
+        assert maps.min() >= 0 and maps.max() <= 1
+        assert set(np.unique(seeds)) <= {0, 255, *classes}
+    assert len(list((run / "overlays").glob("*.png"))) == 2
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["scored_images"] == n_train
+    for key in (
+        "seed/miou",
+        "seed/precision",
+        "seed/recall",
+        "seed/labelled_fraction",
+        "cam/best_miou",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert len(metrics["cam/miou_curve"]) == 10
+    assert max(r["miou"] for r in metrics["cam/miou_curve"]) == metrics["cam/best_miou"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["settings"]["n"] == 6 and len(manifest["classifier_sha256"]) == 64
+
+
+def test_same_seed_gives_bit_identical_maps(tmp_path, reference_run, toy_root, classifier_ckpt):
+    run_localize(_localize_cfg(toy_root, classifier_ckpt), run_dir=tmp_path)
+    _assert_same(_outputs(tmp_path), _outputs(reference_run))
+
+
+def test_interrupted_run_resumes_to_identical_outputs(
+    tmp_path, monkeypatch, reference_run, toy_root, classifier_ckpt
+):
+    calls = {"n": 0}
+    original = Localizer.predict_step
+
+    def crash_after_five(self, item, batch_idx):
+        if calls["n"] == 5:
+            raise RuntimeError("simulated crash")
+        calls["n"] += 1
+        return original(self, item, batch_idx)
+
+    monkeypatch.setattr(Localizer, "predict_step", crash_after_five)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_localize(_localize_cfg(toy_root, classifier_ckpt), run_dir=tmp_path)
+    assert len(list((tmp_path / "seeds").glob("*.png"))) == 5
+    assert not list(tmp_path.rglob("*.tmp")), "no half-written files"
+    monkeypatch.setattr(Localizer, "predict_step", original)
+    run_localize(_localize_cfg(toy_root, classifier_ckpt), run_dir=tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["localized_now"] == metrics["images"] - 5
+    _assert_same(_outputs(tmp_path), _outputs(reference_run))
+
+
+def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, classifier_ckpt):
+    run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=3"), run_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="localize.overwrite=true"):
+        run_localize(
+            _localize_cfg(toy_root, classifier_ckpt, "localize.limit=3", "localize.n=3"),
+            run_dir=tmp_path,
+        )
+    run_localize(
+        _localize_cfg(
+            toy_root, classifier_ckpt, "localize.limit=3", "localize.n=3", "localize.overwrite=true"
+        ),
+        run_dir=tmp_path,
+    )
+    assert json.loads((tmp_path / "manifest.json").read_text())["settings"]["n"] == 3
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("localize.n=0", "localize.n"),
+        ("model.p=1.0", "model.p"),
+        ("localize.formula=cam", "localize.formula"),
+    ],
+)
+def test_bad_values_name_the_key(toy_root, classifier_ckpt, tmp_path, override, key):
+    with pytest.raises(ValueError, match=key):
+        run_localize(_localize_cfg(toy_root, classifier_ckpt, override), run_dir=tmp_path)
+
+
+def test_missing_checkpoint_is_a_clear_error(toy_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="ficklenet-classify"):
+        run_localize(_localize_cfg(toy_root, tmp_path / "nope.ckpt"), run_dir=tmp_path)
