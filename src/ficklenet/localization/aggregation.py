@@ -1,0 +1,83 @@
+"""Aggregating FickleNet's N stochastic localization maps, and maps across scales.
+
+FickleNet (Lee et al., CVPR 2019, Sec. 3.3) normalises each of the N maps of a
+class by its own maximum and takes their union, i.e. the pixel-wise maximum;
+the mean is offered for comparison (``paper-notes.md``, "Localization maps and
+seeds"). At test time maps may also be computed at several image scales and on
+the flipped image; :func:`combine_scales` brings those (already aggregated per
+scale by the caller) to the image size and combines them.
+
+Every function is pure: tensors in, new tensors out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Aggregate = Literal["max", "mean"]
+AGGREGATES: tuple[str, ...] = ("max", "mean")
+
+__all__ = ["AGGREGATES", "Aggregate", "combine_maps", "combine_scales", "normalize_maps"]
+
+
+def normalize_maps(maps: Tensor) -> Tensor:
+    """Each map (last two dimensions) divided by its own maximum.
+
+    Maps are expected non-negative (after ReLU); a map whose maximum is not
+    positive (all zero) is returned as zeros rather than divided by zero.
+    """
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    safe = torch.where(peak > 0, peak, torch.ones_like(peak))
+    return torch.where(peak > 0, maps / safe, torch.zeros_like(maps))
+
+
+def combine_maps(maps: Tensor, how: Aggregate = "max", dim: int = 0) -> Tensor:
+    """Combine maps along ``dim`` by their pixel-wise ``max`` (union) or ``mean``."""
+    _check(how)
+    return maps.amax(dim=dim) if how == "max" else maps.mean(dim=dim)
+
+
+def combine_scales(
+    maps: Sequence[Tensor],
+    size: tuple[int, int],
+    flipped: Sequence[bool] | None = None,
+    how: Aggregate = "max",
+) -> Tensor:
+    """Maps of several scales (and flips) brought to ``size`` and combined.
+
+    Args:
+        maps: one (K, h_i, w_i) map per pass, each already aggregated over its
+            N stochastic maps; the classes (K) are the same for every pass.
+        size: (H, W) of the image; each map is resized bilinearly
+            (``align_corners=False``).
+        flipped: for each pass, whether it ran on the horizontally flipped
+            image; those maps are flipped back before combining.
+        how: ``max`` or ``mean`` over the passes.
+
+    Returns:
+        (K, H, W). Not renormalised: seeds (:func:`~ficklenet.localization.seeds.make_seeds`)
+        threshold relative to each class's maximum.
+    """
+    _check(how)
+    if not maps:
+        raise ValueError("combine_scales needs at least one map")
+    flipped = list(flipped) if flipped is not None else [False] * len(maps)
+    if len(flipped) != len(maps):
+        raise ValueError(f"{len(maps)} maps but {len(flipped)} flip flags")
+    resized = []
+    for m, flip in zip(maps, flipped, strict=True):
+        if m.dim() != 3:
+            raise ValueError(f"each map must be (K, h, w), got {tuple(m.shape)}")
+        up = F.interpolate(m[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        resized.append(up.flip(-1) if flip else up)
+    return combine_maps(torch.stack(resized), how)
+
+
+def _check(how: str) -> None:
+    if how not in AGGREGATES:
+        raise ValueError(f"aggregation must be one of {AGGREGATES}, got {how!r}")
