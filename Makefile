@@ -24,5 +24,7 @@ test: lint
 toy: install
 	$(BIN)/ficklenet-make-toy
 
+# Rerunning skips finished stages; a new RUN_DIR starts afresh.
+RUN_DIR ?= runs/pipeline/toy
 pipeline: install
-	$(BIN)/ficklenet-classify
+	$(BIN)/ficklenet-pipeline run_dir=$(RUN_DIR)

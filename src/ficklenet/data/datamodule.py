@@ -1,13 +1,15 @@
 """LightningDataModules over the one VOC reader, shared by both LightningModules.
 
-:class:`VOCDataModule` serves the classifier (image-level labels, stage 1); the
-segmenter reuses the same reader, transforms and loader settings. Toy data is
+:class:`VOCDataModule` serves the classifier (image-level labels, stage 1);
+:class:`SegmentationDataModule` the DSRG segmenter (seeds, or ground truth for a
+listed subset, stage 3) with the same reader, transforms and loader settings. Toy data is
 written on first use (``data.make_toy_if_missing``) in ``prepare_data``, which
 Lightning runs once per node, so DDP ranks never race to write it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from ficklenet.data.datasets import ClassificationDataset
+from ficklenet.data.classes import IGNORE_INDEX
+from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
 from ficklenet.data.toy import is_toy_voc, write_toy_voc
 from ficklenet.data.transforms import EvalTransform, TrainTransform
-from ficklenet.data.voc import VOCReader
+from ficklenet.data.voc import VOCDataError, VOCReader
 
 
 def ensure_dataset(data_cfg: Any) -> Path:
@@ -106,5 +109,161 @@ class VOCDataModule(pl.LightningDataModule):
             self.val_set,
             batch_size=self.cfg.val_batch_size,
             shuffle=False,
+            **loader_kwargs(self.cfg),
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Stage 3: the DSRG segmenter (Huang et al., CVPR 2018).
+
+
+def resolve_seed_dir(seeds: str | os.PathLike[str]) -> Path:
+    """The folder of seed PNGs named by ``seeds``: a localize run directory (its
+    ``seeds/``) or the seeds folder itself."""
+    path = Path(seeds).expanduser()
+    if (path / "seeds").is_dir():
+        return path / "seeds"
+    if path.is_dir():
+        return path
+    raise VOCDataError(
+        f"seeds={seeds}: no such directory. Give the localize stage's run directory "
+        "(runs/localize/<time>, holding seeds/) or a folder of <id>.png seed PNGs."
+    )
+
+
+def pixel_label_ids(data_cfg: Any) -> list[str]:
+    """Ids of ``data.pixel_labels`` (a split name or a .txt id list), or none."""
+    name = data_cfg.get("pixel_labels")
+    if not name:
+        return []
+    return make_reader(data_cfg, str(name), check=False).ids
+
+
+def pad_collate(items: list[dict]) -> dict[str, Any]:
+    """Stack items of different sizes: images padded at the bottom/right with 0 (the
+    mean colour after normalisation), targets with 255 (ignored). Padding at the
+    bottom/right keeps every pixel's place on the network's output grid.
+
+    Adds ``"size"``: int64 (B, 2), each item's unpadded (H, W).
+    """
+    sizes = torch.tensor([list(item["image"].shape[-2:]) for item in items], dtype=torch.long)
+    height, width = (int(v) for v in sizes.max(dim=0).values)
+    images = items[0]["image"].new_zeros((len(items), 3, height, width))
+    for i, item in enumerate(items):
+        h, w = item["image"].shape[-2:]
+        images[i, :, :h, :w] = item["image"]
+    batch: dict[str, Any] = {
+        "image": images,
+        "labels": torch.stack([item["labels"] for item in items]),
+        "id": [item["id"] for item in items],
+        "size": sizes,
+    }
+    if "target" in items[0]:
+        targets = torch.full((len(items), height, width), IGNORE_INDEX, dtype=torch.long)
+        for i, item in enumerate(items):
+            h, w = item["target"].shape[-2:]
+            targets[i, :h, :w] = item["target"]
+        batch["target"] = targets
+    return batch
+
+
+def _check_seeds_cover(seed_dir: Path, reader: VOCReader, gt_ids: set[str], split: str) -> None:
+    """Every training id needs a seed file (or ground truth): fail before training."""
+    have = {name[:-4] for name in os.listdir(seed_dir) if name.endswith(".png")}
+    missing = [i for i in reader.ids if i not in have and i not in gt_ids]
+    if missing:
+        raise VOCDataError(
+            f"{seed_dir}: no seeds for {len(missing)} of the {len(reader)} ids of "
+            f"data.train_split={split} (first: {missing[:3]}). Localize that split "
+            "(localize.split=...), or train on the split that was localized "
+            "(data.train_split=...)."
+        )
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Batches for the DSRG segmenter.
+
+    Train: ``data.train_split`` with seeds from ``seeds`` (a localize run directory or
+    its ``seeds/`` folder) as targets, except the ids of ``data.pixel_labels``, whose
+    ground truth replaces their seeds (semi-supervised); random scale, flip and crop to
+    ``data.crop_size`` applied jointly to image and target.
+    Val: ``data.val_split`` with ground truth, whole images (padded to the largest of
+    the batch by :func:`pad_collate`), so val mIoU is over full images.
+
+    Args:
+        data_cfg: the ``data`` config.
+        seeds: see above; ``None`` only for validation.
+        seed: base of the augmentation streams.
+    """
+
+    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0):
+        super().__init__()
+        self.cfg = data_cfg
+        self.seeds = seeds
+        self.seed = seed
+        self.train_set: SegmentationDataset | None = None
+        self.val_set: SegmentationDataset | None = None
+        self.gt_ids: list[str] = []
+
+    def prepare_data(self) -> None:
+        ensure_dataset(self.cfg)
+
+    @property
+    def seed_dir(self) -> Path:
+        if self.seeds is None:
+            raise ValueError("training the segmenter needs seeds=PATH (the localize output)")
+        return resolve_seed_dir(self.seeds)
+
+    def setup(self, stage: str | None = None) -> None:
+        cfg = self.cfg
+        if stage in (None, "fit") and self.train_set is None:
+            reader = make_reader(cfg, cfg.train_split)
+            gt_ids = pixel_label_ids(cfg)
+            in_split = set(reader.ids)
+            self.gt_ids = [i for i in gt_ids if i in in_split]
+            if gt_ids and not self.gt_ids:
+                raise VOCDataError(
+                    f"data.pixel_labels={cfg.pixel_labels}: none of its {len(gt_ids)} ids is "
+                    f"in data.train_split={cfg.train_split}; list ids of the training split."
+                )
+            missing = [i for i in self.gt_ids if not reader.has_mask(i)]
+            if missing:
+                raise VOCDataError(
+                    f"data.pixel_labels={cfg.pixel_labels}: {len(missing)} ids have no "
+                    f"ground-truth mask in {[str(d) for d in reader.mask_dirs]} (first: "
+                    f"{missing[:5]}); list only ids with masks (VOC train)."
+                )
+            _check_seeds_cover(self.seed_dir, reader, set(self.gt_ids), cfg.train_split)
+            scale_range = tuple(cfg.scale_range) if cfg.scale_range else None
+            self.train_set = SegmentationDataset(
+                reader,
+                TrainTransform(cfg.crop_size, scale_range=scale_range, flip=cfg.flip),
+                targets="seeds",
+                seed_dir=self.seed_dir,
+                gt_ids=self.gt_ids,
+                seed=self.seed,
+            )
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = SegmentationDataset(
+                make_reader(cfg, cfg.val_split), EvalTransform(None), targets="gt", seed=self.seed
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > self.cfg.batch_size,
+            **loader_kwargs(self.cfg),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        return DataLoader(
+            self.val_set,
+            batch_size=self.cfg.val_batch_size,
+            shuffle=False,
+            collate_fn=pad_collate,
             **loader_kwargs(self.cfg),
         )

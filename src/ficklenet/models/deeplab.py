@@ -1,0 +1,347 @@
+"""DeepLab segmentation heads on the shared backbones: the network DSRG trains.
+
+DSRG (Huang et al., "Deep Seeded Region Growing", CVPR 2018) trains DeepLab; its
+official release (Caffe, ``training/`` prototxts) uses, on the VGG16 backbone of
+:mod:`ficklenet.models.backbones` (output stride 8, 512 channels), the
+DeepLab-v2 VGG16 ASPP head (Chen et al., TPAMI 2018):
+
+* :class:`ASPPHead` — four parallel branches with dilation 6, 12, 18 and 24, each
+  ``fc6`` 3×3 conv to 1024 → ReLU → dropout 0.5 → ``fc7`` 1×1 conv to 1024 → ReLU
+  → dropout 0.5 → ``fc8`` 1×1 conv to the classes; the four branches' logits are
+  summed.
+* :class:`LargeFOVHead` — one such branch with dilation 12 (DeepLab-LargeFOV).
+* :class:`ConvASPPHead` — DeepLab-v2 ResNet-101 ASPP: four 3×3 convs straight from
+  the 2048 backbone channels to the classes, dilation 6/12/18/24, summed (one conv
+  with dilation 12 for the LargeFOV variant).
+
+``fc8`` (and every :class:`ConvASPPHead` conv) starts from N(0, 0.01²) with zero
+bias, as in the DeepLab prototxts. With an ImageNet VGG16 file, ``fc6``/``fc7``
+start from its fully connected layers decimated as DeepLab did (fc6: every 4th of
+the 4096 filters and every 3rd of the 7×7 taps → 1024 × 512 × 3×3; fc7: every 4th
+row and column → 1024 × 1024); they then count as pretrained (base learning rate)
+and only ``fc8`` is new (10×), as in the official solver. Otherwise the whole head
+is new.
+
+Geometry: every backbone maps input pixel ``stride·i`` to output pixel ``i`` (each
+stride-2 layer is centred), so :func:`to_output_grid` samples labels and images at
+those pixels and :func:`upsample_logits` interpolates logits back with exactly that
+alignment (``align_corners=True`` over ``stride·(h-1)+1`` pixels; a 321 crop gives
+41×41 and back to 321 with no shift).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ficklenet.models.backbones import Backbone, _read_state_dict, build_backbone
+
+__all__ = [
+    "ASPPHead",
+    "ConvASPPHead",
+    "DeepLabBranch",
+    "LargeFOVHead",
+    "SegmenterNet",
+    "build_segmenter_net",
+    "default_head_settings",
+    "to_output_grid",
+    "upsample_logits",
+]
+
+#: Dilations of the official heads, for the 41×41 map of a 321 crop.
+ASPP_DILATIONS: tuple[int, ...] = (6, 12, 18, 24)
+LARGEFOV_DILATION: int = 12
+#: The same for the small toy backbone's 12×12 map of a 96 crop (about 41/12 less).
+SMALL_ASPP_DILATIONS: tuple[int, ...] = (1, 2, 3, 4)
+SMALL_LARGEFOV_DILATION: int = 2
+SMALL_WIDTH: int = 64
+
+
+def _init_classifier(conv: nn.Conv2d) -> None:
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.zeros_(conv.bias)
+
+
+class DeepLabBranch(nn.Module):
+    """fc6 (3×3, dilated) → ReLU → dropout → fc7 (1×1) → ReLU → dropout → fc8 (1×1)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        dilation: int,
+        width: int = 1024,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.fc6 = nn.Conv2d(in_channels, width, 3, padding=dilation, dilation=dilation)
+        self.fc7 = nn.Conv2d(width, width, 1)
+        self.fc8 = nn.Conv2d(width, num_classes, 1)
+        # Caffe's Dropout layer drops single activations (not whole channels).
+        self.drop6 = nn.Dropout(dropout)
+        self.drop7 = nn.Dropout(dropout)
+        for conv in (self.fc6, self.fc7):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        _init_classifier(self.fc8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop6(F.relu(self.fc6(x), inplace=True))
+        x = self.drop7(F.relu(self.fc7(x), inplace=True))
+        return self.fc8(x)
+
+
+class ASPPHead(nn.Module):
+    """DSRG's official VGG16 head: :class:`DeepLabBranch` per dilation, logits summed.
+
+    Args:
+        in_channels: backbone channels (512 for VGG16).
+        num_classes: output classes including background (21 for VOC).
+        dilations: one branch per entry (official: 6, 12, 18, 24).
+        width: fc6/fc7 channels (official: 1024).
+        dropout: dropout rate after fc6 and fc7 (official: 0.5).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int = 21,
+        dilations: Sequence[int] = ASPP_DILATIONS,
+        width: int = 1024,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not dilations:
+            raise ValueError("a DeepLab head needs at least one dilation")
+        self.dilations = tuple(int(d) for d in dilations)
+        self.fc_from_imagenet = False
+        self.branches = nn.ModuleList(
+            DeepLabBranch(in_channels, num_classes, d, width, dropout) for d in self.dilations
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.branches[0](x)
+        for branch in self.branches[1:]:
+            out = out + branch(x)
+        return out
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """fc6/fc7 when they were initialised from ImageNet (else empty)."""
+        if not self.fc_from_imagenet:
+            return []
+        return [p for b in self.branches for m in (b.fc6, b.fc7) for p in m.parameters()]
+
+    def init_fc_from_vgg16(self, state: dict[str, Tensor]) -> None:
+        """Set every branch's fc6/fc7 from torchvision VGG16 ``classifier.{0,3}`` weights,
+        decimated as DeepLab did (module docstring)."""
+        fc6_w = state["classifier.0.weight"].reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
+        fc6_b = state["classifier.0.bias"][::4]
+        fc7_w = state["classifier.3.weight"][::4, ::4]
+        fc7_b = state["classifier.3.bias"][::4]
+        for branch in self.branches:
+            if branch.fc6.weight.shape != fc6_w.shape or branch.fc7.weight.shape[:2] != (
+                fc7_w.shape
+            ):
+                raise ValueError(
+                    "fc6/fc7 from ImageNet VGG16 need in_channels=512 and width=1024, got "
+                    f"fc6 {tuple(branch.fc6.weight.shape)}"
+                )
+            with torch.no_grad():
+                branch.fc6.weight.copy_(fc6_w)
+                branch.fc6.bias.copy_(fc6_b)
+                branch.fc7.weight.copy_(fc7_w[:, :, None, None])
+                branch.fc7.bias.copy_(fc7_b)
+        self.fc_from_imagenet = True
+
+
+class LargeFOVHead(ASPPHead):
+    """DeepLab-LargeFOV: a single :class:`DeepLabBranch` (official dilation 12)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int = 21,
+        dilation: int = LARGEFOV_DILATION,
+        width: int = 1024,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__(in_channels, num_classes, (dilation,), width, dropout)
+
+
+class ConvASPPHead(nn.Module):
+    """DeepLab-v2 ResNet-101 ASPP: one dilated 3×3 conv to the classes per branch, summed."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int = 21,
+        dilations: Sequence[int] = ASPP_DILATIONS,
+    ) -> None:
+        super().__init__()
+        if not dilations:
+            raise ValueError("a DeepLab head needs at least one dilation")
+        self.dilations = tuple(int(d) for d in dilations)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d) for d in self.dilations
+        )
+        for conv in self.convs:
+            _init_classifier(conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.convs[0](x)
+        for conv in self.convs[1:]:
+            out = out + conv(x)
+        return out
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+class SegmenterNet(nn.Module):
+    """Backbone + DeepLab head: images (B, 3, H, W) → logits (B, K, ⌈H/os⌉, ⌈W/os⌉)."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(images))
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(pretrained, new)``: backbone (+ fc6/fc7 from ImageNet) and the new layers."""
+        head_pretrained = self.head.pretrained_parameters()
+        seen = {id(p) for p in head_pretrained}
+        pretrained = list(self.backbone.parameters()) + head_pretrained
+        new = [p for p in self.head.parameters() if id(p) not in seen]
+        return pretrained, new
+
+
+def default_head_settings(
+    backbone: str, head: str, width: int | None = None, dilations: Sequence[int] | None = None
+) -> tuple[int | None, tuple[int, ...]]:
+    """``(width, dilations)`` of a head, the official values filling in ``None``.
+
+    ``width`` is ``None`` for the DeepLab-v2 ResNet head (no fc6/fc7).
+    """
+    if head not in ("aspp", "largefov"):
+        raise ValueError(f"segmenter.head must be 'aspp' or 'largefov', got {head!r}")
+    if dilations is None:
+        if backbone == "small":
+            dilations = SMALL_ASPP_DILATIONS if head == "aspp" else (SMALL_LARGEFOV_DILATION,)
+        else:
+            dilations = ASPP_DILATIONS if head == "aspp" else (LARGEFOV_DILATION,)
+    dilations = tuple(int(d) for d in dilations)
+    if head == "largefov" and len(dilations) != 1:
+        raise ValueError(f"a LargeFOV head has one dilation, got {list(dilations)}")
+    if any(d < 1 for d in dilations):
+        raise ValueError(f"dilations must be >= 1, got {list(dilations)}")
+    if width is None:
+        width = {"vgg16": 1024, "small": SMALL_WIDTH}.get(backbone)
+    return width, dilations
+
+
+def build_segmenter_net(
+    backbone_cfg: Any,
+    head: str = "aspp",
+    num_classes: int = 21,
+    width: int | None = None,
+    dilations: Sequence[int] | None = None,
+    dropout: float = 0.5,
+    init_fc_from_imagenet: bool = True,
+    load_pretrained: bool = True,
+) -> SegmenterNet:
+    """A DeepLab segmenter on the configured backbone.
+
+    Args:
+        backbone_cfg: the ``backbone`` config (``name``, ``pretrained``, ``weights``,
+            ``output_stride``, ``freeze_bn``; see ``conf/backbone``).
+        head: ``"aspp"`` or ``"largefov"``.
+        num_classes: classes including background.
+        width: fc6/fc7 channels; ``None`` → 1024 (vgg16), 64 (small), and the
+            DeepLab-v2 conv head (no fc6/fc7) on resnet101. A width on resnet101
+            gives it the VGG-style branches instead.
+        dilations: branch dilations; ``None`` → :func:`default_head_settings`.
+        dropout: after fc6 and fc7.
+        init_fc_from_imagenet: vgg16 with an ImageNet file: fc6/fc7 from its fully
+            connected layers (module docstring); ignored otherwise.
+        load_pretrained: load the backbone's weights (False when rebuilding from a
+            checkpoint, whose state dict holds them).
+    """
+    name = str(backbone_cfg.name)
+    kw: dict[str, Any] = dict(
+        pretrained=bool(backbone_cfg.pretrained) and load_pretrained,
+        weights=backbone_cfg.weights if load_pretrained else None,
+        output_stride=int(backbone_cfg.output_stride),
+    )
+    if backbone_cfg.get("freeze_bn", False):
+        kw["freeze_bn"] = True
+    backbone = build_backbone(name, **kw)
+    width, dilations = default_head_settings(name, head, width, dilations)
+    module: nn.Module
+    if width is None:
+        module = ConvASPPHead(backbone.out_channels, num_classes, dilations)
+    else:
+        module = ASPPHead(backbone.out_channels, num_classes, dilations, width, dropout)
+        if name == "vgg16" and init_fc_from_imagenet and backbone.weights_path is not None:
+            _init_fc(module, backbone)
+    return SegmenterNet(backbone, module)
+
+
+def _init_fc(head: ASPPHead, backbone: Backbone) -> None:
+    state = _read_state_dict(backbone.weights_path)  # type: ignore[arg-type]
+    keys = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+    if not all(k in state for k in keys):
+        warnings.warn(
+            f"{backbone.weights_path} has no VGG16 fully connected layers "
+            "(classifier.0/3); fc6/fc7 start from random weights and learn at the "
+            "new-layer rate",
+            stacklevel=3,
+        )
+        return
+    head.init_fc_from_vgg16(state)
+
+
+def to_output_grid(x: Tensor, size: Sequence[int], stride: int) -> Tensor:
+    """Sample the last two axes of ``x`` at the pixels ``stride·i`` the network's
+    output pixel ``i`` sits on, giving ``size`` (h, w) — nearest sampling, so label
+    values are never mixed. For 321 → 41 at stride 8 this is exactly what the
+    official ``ndimage.zoom(order=1)`` of the image gives (integer positions)."""
+    h, w = (int(s) for s in size)
+    height, width = x.shape[-2:]
+    ys = (torch.arange(h, device=x.device) * stride).clamp(max=height - 1)
+    xs = (torch.arange(w, device=x.device) * stride).clamp(max=width - 1)
+    return x[..., ys[:, None], xs[None, :]]
+
+
+def upsample_logits(logits: Tensor, size: Sequence[int], stride: int) -> Tensor:
+    """Bilinear upsampling of (B, K, h, w) output-grid logits to input size ``size``.
+
+    Output pixel ``i`` lies on input pixel ``stride·i``: interpolate with
+    ``align_corners=True`` onto ``stride·(h-1)+1`` pixels, then crop or extend (by
+    repeating the edge) to ``size``.
+    """
+    height, width = (int(s) for s in size)
+    h, w = logits.shape[-2:]
+    full_h, full_w = stride * (h - 1) + 1, stride * (w - 1) + 1
+    out = F.interpolate(logits, size=(full_h, full_w), mode="bilinear", align_corners=True)
+    out = out[..., : min(height, full_h), : min(width, full_w)]
+    pad_h, pad_w = height - out.shape[-2], width - out.shape[-1]
+    if pad_h > 0 or pad_w > 0:
+        out = F.pad(out, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode="replicate")
+    return out
+
+
+def output_size(size: Sequence[int], stride: int) -> tuple[int, int]:
+    """The network's output (h, w) for an input (H, W): ``ceil(H / stride)``."""
+    return tuple(math.ceil(int(s) / stride) for s in size)  # type: ignore[return-value]

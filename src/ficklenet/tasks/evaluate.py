@@ -1,0 +1,270 @@
+"""``ficklenet-evaluate``: pipeline stage 4, mIoU of a trained segmenter.
+
+Follows DSRG's test procedure (Huang et al., CVPR 2018; official
+``training/tools/test-ms.py``; paper-notes.md, "DSRG segmenter"): the logits at each
+scale in ``scales`` (and of the flipped image with ``flip=true``) are upsampled to
+the image and summed, a softmax gives the probabilities, and with ``crf=true`` a
+dense CRF with the official test parameters (:data:`ficklenet.dsrg.crf.TEST_CRF`)
+refines them on the full-resolution image, in ``crf_workers`` processes while the
+network works on the next batch. One confusion matrix per variant
+(:mod:`ficklenet.metrics`: 255 ignored, classes absent from truth and prediction
+left out of the mean).
+
+Writes into the run directory ``metrics.json`` (``miou``: with the CRF when
+``crf=true``; ``miou_no_crf`` always, ``miou_crf`` with the CRF; per-class IoU by
+class name), prints the per-class table, and writes palette PNG predictions
+``predictions/<id>.png`` (the format of VOC's ``SegmentationClass``, each file
+written atomically) and ``overlays/<id>.png`` (image | truth | prediction) for the
+first ``overlays`` images. Returns ``miou``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.classes import CLASS_NAMES, save_palette_png
+from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
+from ficklenet.data.datasets import SegmentationDataset
+from ficklenet.data.transforms import EvalTransform, denormalize
+from ficklenet.dsrg.crf import TEST_CRF, default_workers, dense_crf
+from ficklenet.files import atomic_path, write_json
+from ficklenet.lit.segmenter import DSRGSegmenter
+from ficklenet.metrics import confusion_counts, miou_from_confusion
+from ficklenet.models.deeplab import upsample_logits
+from ficklenet.tasks.run_dir import prepare_run
+from ficklenet.viz import label_overlay, save_panel
+
+log = logging.getLogger(__name__)
+
+
+def validate_evaluate(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express; each names the key."""
+    if not cfg.scales or any(s <= 0 for s in cfg.scales):
+        raise ValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
+    for key in ("batch_size",):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]}: must be >= 1")
+    for key in ("num_workers", "overlays"):
+        if cfg[key] < 0:
+            raise ValueError(f"{key}={cfg[key]}: must be >= 0")
+    if cfg.crf_workers is not None and cfg.crf_workers < 0:
+        raise ValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; anything else as torch names it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name}: CUDA is not available here; use device=cpu")
+    return device
+
+
+@torch.no_grad()
+def predict_probs(
+    model: DSRGSegmenter, images: torch.Tensor, scales: Sequence[float], flip: bool
+) -> torch.Tensor:
+    """Softmax of the summed logits over ``scales`` (and flips), at the input size.
+
+    ``images``: normalised (B, 3, H, W); returns float32 (B, K, H, W).
+    """
+    size = tuple(images.shape[-2:])
+    stride = model.output_stride
+    total: torch.Tensor | None = None
+    for scale in scales:
+        x = images
+        if scale != 1.0:
+            scaled = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+            x = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
+        variants = [(x, False), (x.flip(-1), True)] if flip else [(x, False)]
+        for inp, flipped in variants:
+            logits = upsample_logits(model(inp).float(), inp.shape[-2:], stride)
+            if flipped:
+                logits = logits.flip(-1)
+            if scale != 1.0:
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            total = logits if total is None else total + logits
+    assert total is not None
+    return torch.softmax(total, dim=1)
+
+
+def _crf_pool(workers: int) -> ProcessPoolExecutor:
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+
+
+class _Results:
+    """Confusion matrices, prediction files and overlays as items finish."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, num_classes: int) -> None:
+        self.cfg = cfg
+        self.k = num_classes
+        self.cm_net = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.cm_crf = torch.zeros_like(self.cm_net)
+        self.pred_dir = run_dir / "predictions" if cfg.save_predictions else None
+        self.overlay_dir = run_dir / "overlays" if cfg.overlays > 0 else None
+        self.done = 0
+
+    def add(
+        self,
+        image_id: str,
+        image: np.ndarray,
+        gt: np.ndarray,
+        pred_net: np.ndarray,
+        pred_crf: np.ndarray | None,
+    ) -> None:
+        self.cm_net += confusion_counts(pred_net, gt, self.k)
+        final = pred_net
+        if pred_crf is not None:
+            self.cm_crf += confusion_counts(pred_crf, gt, self.k)
+            final = pred_crf
+        if self.pred_dir is not None:
+            with atomic_path(self.pred_dir / f"{image_id}.png") as tmp:
+                save_palette_png(final.astype(np.uint8), tmp)
+        if self.overlay_dir is not None and self.done < self.cfg.overlays:
+            panels = [image, label_overlay(image, gt), label_overlay(image, pred_net)]
+            if pred_crf is not None:
+                panels.append(label_overlay(image, pred_crf))
+            save_panel(panels, self.overlay_dir / f"{image_id}.png")
+        self.done += 1
+
+
+def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Evaluate ``segmenter.ckpt`` on ``split``; return the headline mIoU."""
+    validate_evaluate(cfg)
+    model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
+    run_dir, _ = prepare_run(cfg, run_dir)
+    data_cfg = cfg.data if cfg.data is not None else model.cfg.data
+    ensure_dataset(data_cfg)
+    reader = make_reader(data_cfg, cfg.split)
+    dataset = SegmentationDataset(reader, EvalTransform(None), targets="gt", seed=cfg.seed)
+    workers = int(cfg.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=int(cfg.batch_size),
+        shuffle=False,
+        collate_fn=pad_collate,
+        num_workers=workers,
+    )
+    device = resolve_device(cfg.device)
+    model = model.eval().to(device)
+    k = model.val_miou.num_classes
+    results = _Results(cfg, run_dir, k)
+    crf_workers = default_workers() if cfg.crf_workers is None else int(cfg.crf_workers)
+    crf_fn = functools.partial(dense_crf, **dataclasses.asdict(TEST_CRF))
+    pool = _crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
+    # Items whose CRF runs in the pool: (id, image, gt, net prediction, future).
+    pending: deque[tuple[str, np.ndarray, np.ndarray, np.ndarray, Future]] = deque()
+    max_pending = 2 * max(crf_workers, 1) + int(cfg.batch_size)
+
+    def finish(block_until: int) -> None:
+        while len(pending) > block_until:
+            image_id, image, gt, pred, future = pending.popleft()
+            results.add(image_id, image, gt, pred, future.result().argmax(axis=0))
+
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(dataset), desc="evaluate", disable=not cfg.progress) as bar:
+            for batch in loader:
+                probs = predict_probs(model, batch["image"].to(device), cfg.scales, cfg.flip)
+                probs = probs.cpu()
+                for i, image_id in enumerate(batch["id"]):
+                    h, w = (int(v) for v in batch["size"][i])
+                    p = probs[i, :, :h, :w].numpy()
+                    gt = batch["target"][i, :h, :w].numpy()
+                    image = denormalize(batch["image"][i, :, :h, :w])
+                    pred = p.argmax(axis=0)
+                    if not cfg.crf:
+                        results.add(image_id, image, gt, pred, None)
+                    elif pool is None:
+                        results.add(image_id, image, gt, pred, crf_fn(image, p).argmax(axis=0))
+                    else:
+                        pending.append((image_id, image, gt, pred, pool.submit(crf_fn, image, p)))
+                finish(max_pending)
+                bar.update(len(batch["id"]))
+            finish(0)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.perf_counter() - start
+
+    miou_net, iou_net = miou_from_confusion(results.cm_net)
+    metrics: dict[str, Any] = {
+        "stage": "evaluate",
+        "checkpoint": str(cfg.segmenter.ckpt),
+        "data_root": str(data_cfg.root),
+        "split": cfg.split,
+        "images": results.done,
+        "scales": [float(s) for s in cfg.scales],
+        "flip": bool(cfg.flip),
+        "crf": bool(cfg.crf),
+        "miou_no_crf": miou_net,
+        "per_class_iou_no_crf": _by_name(iou_net),
+        "seconds": seconds,
+        "predictions": str(results.pred_dir) if results.pred_dir else None,
+        "overlays": str(results.overlay_dir) if results.overlay_dir else None,
+    }
+    columns = {"no CRF": iou_net}
+    if cfg.crf:
+        miou_crf, iou_crf = miou_from_confusion(results.cm_crf)
+        metrics.update(miou_crf=miou_crf, per_class_iou_crf=_by_name(iou_crf))
+        metrics.update(miou=miou_crf, per_class_iou=_by_name(iou_crf))
+        columns["CRF"] = iou_crf
+    else:
+        metrics.update(miou=miou_net, per_class_iou=_by_name(iou_net))
+    write_json(run_dir / "metrics.json", metrics)
+    print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
+    log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
+    return float(metrics["miou"])
+
+
+def _by_name(iou: np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(CLASS_NAMES, iou, strict=False)}
+
+
+def format_table(columns: dict[str, np.ndarray], title: str = "") -> str:
+    """Per-class IoU (%) with one column per variant, and the mean row."""
+    names = list(columns)
+    lines = [title] if title else []
+    lines.append(f"{'class':<14}" + "".join(f"{n:>10}" for n in names))
+    for c, cls in enumerate(CLASS_NAMES):
+        cells = "".join(_pct(columns[n][c]) for n in names)
+        lines.append(f"{cls:<14}{cells}")
+    means = [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in columns.values()]
+    lines.append(f"{'mIoU':<14}" + "".join(_pct(m) for m in means))
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return f"{'-':>10}" if not np.isfinite(value) else f"{100 * value:>10.1f}"
+
+
+register_schemas()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> Any:
+    return run_evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""``ficklenet-pipeline``: classify → localize → segment → evaluate in one run directory.
+
+    ficklenet-pipeline                                   # toy data, CPU, runs/pipeline/<time>
+    ficklenet-pipeline run_dir=runs/pipeline/toy         # rerun: finished stages are skipped
+    ficklenet-pipeline run_dir=... stages=[localize,segment,evaluate]   # rerun from a stage
+    ficklenet-pipeline data.root=/x trainer=gpu classify/model.p=0.5 localize/localize.n=50
+
+Each stage is composed from its own config (``conf/<stage>.yaml``) exactly as its
+own app would be, and runs in ``<run_dir>/<stage>/``. An override ``key=value``
+goes to every stage whose config has ``key``'s first part (``data``, ``trainer``,
+``seed``, ...); ``stage/key=value`` goes to that stage only. The stages are
+chained through their outputs (classifier checkpoint → ``classifier.ckpt``, seeds
+→ ``seeds``, segmenter checkpoint → ``segmenter.ckpt``). A stage whose
+``metrics.json`` exists is finished and skipped; an interrupted one resumes
+(training from ``last.ckpt``, localization at the next image). At the end the
+results table is printed and written to ``<run_dir>/metrics.json`` and
+``<run_dir>/report.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.files import atomic_path, read_json, write_json
+from ficklenet.provenance import run_info
+
+log = logging.getLogger("ficklenet.pipeline")
+
+STAGES = ("classify", "localize", "segment", "evaluate", "evaluate_crf")
+# evaluate_crf is the evaluate app with dense-CRF post-processing.
+_APP = {"evaluate_crf": "evaluate"}
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str], dict[str, list[str]], list[str]]:
+    """(run_dir, stages, per-stage overrides, common overrides) from ``argv``."""
+    run_dir = Path("runs/pipeline") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    stages = list(STAGES)
+    per_stage: dict[str, list[str]] = {s: [] for s in STAGES}
+    common: list[str] = []
+    for arg in argv:
+        if "=" not in arg:
+            raise SystemExit(f"ficklenet-pipeline: expected key=value, got {arg!r} (see --help)")
+        key, value = arg.split("=", 1)
+        if key == "run_dir":
+            run_dir = Path(value)
+        elif key == "stages":
+            stages = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
+            unknown = [s for s in stages if s not in STAGES]
+            if unknown:
+                raise SystemExit(f"stages={value}: unknown {unknown}; choose from {list(STAGES)}")
+        elif "/" in key and key.split("/", 1)[0] in STAGES:
+            stage, rest = key.split("/", 1)
+            per_stage[stage].append(f"{rest}={value}")
+        else:
+            common.append(arg)
+    return run_dir, stages, per_stage, common
+
+
+def _root_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0]
+
+
+def compose_stage(stage: str, overrides: list[str]) -> DictConfig:
+    """The stage's config as its own app would compose it."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name=_APP.get(stage, stage), overrides=overrides)
+
+
+def stage_overrides(stage: str, run_dir: Path, common: list[str], own: list[str]) -> list[str]:
+    """Chaining + common overrides that apply to this stage + its own."""
+    base = compose_stage(stage, _chain(stage, run_dir))
+    shared = [o for o in common if _root_key(o) in base]
+    return _chain(stage, run_dir) + shared + own
+
+
+def _chain(stage: str, run_dir: Path) -> list[str]:
+    if stage == "localize":
+        return [f"classifier.ckpt={run_dir / 'classify' / 'checkpoints' / 'best.ckpt'}"]
+    if stage == "segment":
+        return [f"seeds={run_dir / 'localize'}"]
+    if stage in ("evaluate", "evaluate_crf"):
+        chain = [f"segmenter.ckpt={run_dir / 'segment' / 'checkpoints' / 'best.ckpt'}"]
+        return chain + (["crf=true"] if stage == "evaluate_crf" else ["crf=false"])
+    return []
+
+
+def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
+    from ficklenet.tasks.classify import run_classify
+    from ficklenet.tasks.evaluate import run_evaluate
+    from ficklenet.tasks.localize import run_localize
+    from ficklenet.tasks.segment import run_segment
+
+    runner = {
+        "classify": run_classify,
+        "localize": run_localize,
+        "segment": run_segment,
+        "evaluate": run_evaluate,
+        "evaluate_crf": run_evaluate,
+    }[stage]
+    runner(cfg, run_dir=stage_dir)
+
+
+def results(run_dir: Path) -> dict[str, Any]:
+    """Each stage's metrics.json (those that exist), keyed by stage."""
+    out = {}
+    for stage in STAGES:
+        path = run_dir / stage / "metrics.json"
+        if path.is_file():
+            out[stage] = read_json(path)
+    return out
+
+
+def results_table(res: dict[str, Any]) -> list[tuple[str, str]]:
+    """The headline figures as (name, value) rows."""
+
+    def pct(stage: str, key: str) -> str:
+        value = res.get(stage, {}).get(key)
+        return "-" if value is None else f"{100 * float(value):.1f}"
+
+    return [
+        ("classifier val mAP (best epoch)", pct("classify", "val/mAP_best")),
+        ("seed mIoU (labelled pixels, train)", pct("localize", "seed/miou")),
+        ("seed precision", pct("localize", "seed/precision")),
+        ("seed recall", pct("localize", "seed/recall")),
+        ("seed labelled fraction", pct("localize", "seed/labelled_fraction")),
+        ("CAM best mIoU (bg sweep)", pct("localize", "cam/best_miou")),
+        ("segmenter val mIoU, no CRF", pct("evaluate", "miou")),
+        ("segmenter val mIoU, dense CRF", pct("evaluate_crf", "miou")),
+    ]
+
+
+def write_report(run_dir: Path, res: dict[str, Any], seconds: float) -> str:
+    rows = results_table(res)
+    table = "| figure | % |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    lines = [
+        f"# ficklenet pipeline: {run_dir}",
+        "",
+        table,
+        "",
+        f"Wall time of this invocation: {seconds:.0f} s.",
+        "",
+    ]
+    for stage in ("localize", "evaluate", "evaluate_crf"):
+        overlays = sorted((run_dir / stage / "overlays").glob("*.png"))[:4]
+        if overlays:
+            lines += [f"## {stage} overlays", ""]
+            lines += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in overlays]
+            lines.append("")
+    text = "\n".join(lines)
+    with atomic_path(run_dir / "report.md") as tmp:
+        tmp.write_text(text)
+    return table
+
+
+def run_pipeline(argv: list[str]) -> dict[str, Any]:
+    run_dir, stages, per_stage, common = parse_args(argv)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    write_json(run_dir / "run_info.json", run_info())
+    for stage in stages:
+        stage_dir = run_dir / stage
+        if (stage_dir / "metrics.json").is_file():
+            log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
+            continue
+        overrides = stage_overrides(stage, run_dir, common, per_stage[stage])
+        log.info("[%s] %s", stage, " ".join(overrides) or "(defaults)")
+        t0 = time.perf_counter()
+        run_stage(stage, compose_stage(stage, overrides), stage_dir)
+        log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
+    res = results(run_dir)
+    write_json(run_dir / "metrics.json", res)
+    table = write_report(run_dir, res, time.perf_counter() - start)
+    print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
+    return res
+
+
+def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        return
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    run_pipeline(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""``ficklenet-segment``: pipeline stage 3, train the DSRG segmenter on seeds.
+
+DSRG (Huang et al., CVPR 2018; official release, ``training/``): a DeepLab network
+trained on the localize stage's seeds with seeded region growing, the balanced
+seeding loss and the boundary loss (:mod:`ficklenet.lit.segmenter`). With
+``data.pixel_labels`` the ground truth of the listed ids replaces their seeds
+(semi-supervised).
+
+Writes into the Hydra run directory: ``checkpoints/{best,last}.ckpt`` (config
+inside, ``ficklenet_stage="segment"``), ``config.yaml``, ``run_info.json``, the
+logger's files and ``metrics.json`` with ``val/miou`` and ``val/miou_best``. When
+``seed_eval_split`` (VOC ``train``) has ground truth, ``metrics.json`` also scores on
+it, at full resolution, the raw seeds (mIoU over their labelled pixels, precision,
+recall, labelled fraction), the seeds grown by DSRG's rule with the trained network,
+and the network's predictions: does growing improve on the seeds? Returns
+``val/miou_best`` for Hydra sweepers. Rerunning into a directory that holds
+``checkpoints/last.ckpt`` resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.datamodule import (
+    SegmentationDataModule,
+    loader_kwargs,
+    make_reader,
+    pad_collate,
+    resolve_seed_dir,
+)
+from ficklenet.data.datasets import SegmentationDataset
+from ficklenet.data.transforms import EvalTransform
+from ficklenet.data.voc import read_label_png
+from ficklenet.dsrg.growing import grow
+from ficklenet.dsrg.losses import floored_softmax
+from ficklenet.files import write_json
+from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
+from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
+from ficklenet.metrics import (
+    confusion_counts,
+    miou_from_confusion,
+    seed_counts,
+    seed_scores_from_counts,
+)
+from ficklenet.models.deeplab import to_output_grid, upsample_logits
+from ficklenet.tasks.run_dir import prepare_run, resolve_resume, run_name, scalar_metrics
+
+log = logging.getLogger(__name__)
+
+_UNARIES = ("neg_prob", "neg_log_prob")
+
+
+def validate_segment(cfg: DictConfig) -> None:
+    """Value checks the schema's types cannot express; each names the key."""
+    seg = cfg.segmenter
+    if seg.head not in ("aspp", "largefov"):
+        raise ValueError(f"segmenter.head={seg.head!r}: choose 'aspp' or 'largefov'")
+    for key in ("fg_thresh", "bg_thresh"):
+        if not 0.0 <= seg[key] < 1.0:
+            raise ValueError(f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1)")
+    for key in ("seed_loss_weight", "boundary_loss_weight"):
+        if seg[key] < 0:
+            raise ValueError(f"segmenter.{key}={seg[key]}: must be >= 0")
+    if not 0.0 <= seg.dropout < 1.0:
+        raise ValueError(f"segmenter.dropout={seg.dropout}: must be in [0, 1)")
+    if seg.crf.unary is not None and seg.crf.unary not in _UNARIES:
+        raise ValueError(f"segmenter.crf.unary={seg.crf.unary!r}: choose one of {_UNARIES}")
+    if seg.crf_workers is not None and seg.crf_workers < 0:
+        raise ValueError(f"segmenter.crf_workers={seg.crf_workers}: must be >= 0 (or null)")
+    if cfg.data.labels_from not in ("xml", "mask"):
+        raise ValueError(f"data.labels_from={cfg.data.labels_from!r}: choose 'xml' or 'mask'")
+
+
+def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Train the segmenter; return ``val/miou_best``."""
+    validate_segment(cfg)
+    seed_dir = resolve_seed_dir(cfg.seeds)
+    run_dir, config = prepare_run(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = SegmentationDataModule(cfg.data, seeds=seed_dir, seed=cfg.seed)
+    model = DSRGSegmenter(config)
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    try:
+        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/miou", mode="max")
+        ckpt_path = resolve_resume(cfg.ckpt_path, run_dir)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = scalar_metrics(trainer.callback_metrics)
+        best = float(metrics.get("val/miou_best", model.best_miou))
+        if trainer.is_global_zero:
+            ckpt_dir = run_dir / "checkpoints"
+            best_ckpt = ckpt_dir / "best.ckpt"
+            out: dict[str, Any] = {
+                "stage": "segment",
+                "val/miou": metrics.get("val/miou"),
+                "val/miou_best": best,
+                "train/loss": metrics.get("train/loss"),
+                "train/seeded_fraction": metrics.get("train/seeded_fraction"),
+                "epochs": trainer.current_epoch,
+                "steps": trainer.global_step,
+                "checkpoint": _existing(best_ckpt),
+                "last_checkpoint": _existing(ckpt_dir / "last.ckpt"),
+                "seeds": str(seed_dir),
+                "pixel_labels": cfg.data.pixel_labels,
+                "pixel_label_images": len(datamodule.gt_ids),
+            }
+            if cfg.seed_eval_split:
+                scored = best_ckpt if best_ckpt.is_file() else None
+                net = DSRGSegmenter.from_checkpoint(scored) if scored else model
+                out.update(
+                    score_on_split(
+                        net,
+                        cfg.data,
+                        seed_dir,
+                        str(cfg.seed_eval_split),
+                        _device(cfg.trainer.accelerator),
+                    )
+                )
+            write_json(run_dir / "metrics.json", out)
+            log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run_dir)
+        return best
+    finally:
+        close_logger(logger)
+
+
+@torch.no_grad()
+def score_on_split(
+    model: DSRGSegmenter,
+    data_cfg: Any,
+    seed_dir: Path,
+    split: str,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Raw seeds, grown seeds and predictions of ``model`` against ground truth on
+    ``split``, at full resolution.
+
+    Only ids with both a mask and a seed file count; none → an empty result (logged).
+    Grown seeds: DSRG's step (training CRF, :func:`grow` from the raw seeds) with the
+    trained network on the whole image, the grown labels brought back to full
+    resolution by nearest neighbour on the output grid; raw seed pixels keep their
+    label, so grown seeds contain the raw ones. Keys are prefixed ``<split>/``.
+    """
+    reader = make_reader(data_cfg, split)
+    ids = [i for i in reader.ids if reader.has_mask(i) and (seed_dir / f"{i}.png").is_file()]
+    if not ids:
+        log.info("no ids of %s have both ground truth and seeds; seed scoring skipped", split)
+        return {}
+    reader.ids = ids
+    dataset = SegmentationDataset(reader, EvalTransform(None), targets="gt")
+    loader = DataLoader(
+        dataset,
+        batch_size=int(data_cfg.val_batch_size),
+        collate_fn=pad_collate,
+        **{**loader_kwargs(data_cfg), "persistent_workers": False},
+    )
+    model = model.eval().to(device)
+    stride = model.output_stride
+    k = model.val_miou.num_classes
+    cm_pred = torch.zeros(k, k, dtype=torch.long)
+    cm_seeds = torch.zeros_like(cm_pred)
+    cm_grown = torch.zeros_like(cm_pred)
+    counts_seeds = np.zeros(3, np.int64)
+    counts_grown = np.zeros(3, np.int64)
+    for batch in loader:
+        images = batch["image"].to(device)
+        gt = batch["target"]
+        seeds = torch.full_like(gt, 255)
+        for i, image_id in enumerate(batch["id"]):
+            h, w = (int(v) for v in batch["size"][i])
+            seeds[i, :h, :w] = torch.from_numpy(read_label_png(seed_dir / f"{image_id}.png").copy())
+        logits = model(images).float()
+        probs = floored_softmax(logits)
+        q = model.refine(images, probs)
+        grid_seeds = to_output_grid(seeds, logits.shape[-2:], stride).to(device)
+        present = present_classes(batch["labels"].to(device))
+        grown_grid = grow(
+            q, grid_seeds, present, model.cfg.segmenter.fg_thresh, model.cfg.segmenter.bg_thresh
+        ).cpu()
+        grown = _grid_to_input(grown_grid, gt.shape[-2:], stride)
+        grown = torch.where(seeds != 255, seeds, grown)
+        pred = upsample_logits(logits, gt.shape[-2:], stride).argmax(dim=1).cpu()
+        for i in range(len(gt)):
+            h, w = (int(v) for v in batch["size"][i])
+            g, s, r = gt[i, :h, :w], seeds[i, :h, :w], grown[i, :h, :w]
+            cm_pred += confusion_counts(pred[i, :h, :w], g, k)
+            cm_seeds += confusion_counts(s, g, k)
+            cm_grown += confusion_counts(r, g, k)
+            counts_seeds += seed_counts(s, g)
+            counts_grown += seed_counts(r, g)
+    out: dict[str, Any] = {f"{split}/images": len(ids)}
+    for name, cm, counts in (
+        ("seeds", cm_seeds, counts_seeds),
+        ("grown_seeds", cm_grown, counts_grown),
+    ):
+        scores = seed_scores_from_counts(counts)
+        out[f"{split}/{name}_miou"] = miou_from_confusion(cm)[0]
+        out[f"{split}/{name}_precision"] = scores.precision
+        out[f"{split}/{name}_recall"] = scores.recall
+        out[f"{split}/{name}_labelled"] = scores.labelled
+    out[f"{split}/pred_miou"] = miou_from_confusion(cm_pred)[0]
+    log.info(
+        "%s: seeds mIoU %.4f (labelled %.1f%%), grown %.4f (labelled %.1f%%), predictions %.4f",
+        split,
+        out[f"{split}/seeds_miou"],
+        100 * out[f"{split}/seeds_labelled"],
+        out[f"{split}/grown_seeds_miou"],
+        100 * out[f"{split}/grown_seeds_labelled"],
+        out[f"{split}/pred_miou"],
+    )
+    return out
+
+
+def _grid_to_input(labels: torch.Tensor, size: Any, stride: int) -> torch.Tensor:
+    """Nearest-neighbour labels (B, h, w) on the output grid → (B, H, W): input pixel
+    y takes output pixel round(y / stride)."""
+    height, width = (int(s) for s in size)
+    h, w = labels.shape[-2:]
+    ys = torch.div(torch.arange(height) + stride // 2, stride, rounding_mode="floor").clamp(
+        max=h - 1
+    )
+    xs = torch.div(torch.arange(width) + stride // 2, stride, rounding_mode="floor").clamp(
+        max=w - 1
+    )
+    return labels[..., ys[:, None], xs[None, :]]
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _fmt(out: dict[str, Any]) -> tuple[float, float]:
+    value = out.get("val/miou")
+    return (float("nan") if value is None else value, out["val/miou_best"])
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+register_schemas()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="segment", version_base="1.3")
+def main(cfg: DictConfig) -> Any:
+    return run_segment(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""End to end on a small toy set: ``ficklenet-segment`` then ``ficklenet-evaluate``.
+
+The seeds come from ground truth (each region eroded, then half the pixels made
+unlabelled at random), standing in for the localize stage's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.classes import save_index_png
+from ficklenet.data.toy import write_toy_voc
+from ficklenet.data.voc import VOCReader
+from ficklenet.files import read_json
+from ficklenet.tasks.evaluate import run_evaluate
+from ficklenet.tasks.segment import run_segment
+
+
+def eroded_seeds(mask: np.ndarray, rng: np.random.Generator, radius: int = 1) -> np.ndarray:
+    """Keep a pixel's label only where its (2r+1)² neighbourhood has that label too,
+    then unlabel a random half of the pixels."""
+    padded = np.pad(mask, radius, mode="edge")
+    keep = np.ones(mask.shape, bool)
+    size = 2 * radius + 1
+    for dy in range(size):
+        for dx in range(size):
+            keep &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] == mask
+    seeds = np.where(keep, mask, 255).astype(np.uint8)
+    seeds[rng.random(mask.shape) < 0.5] = 255
+    return seeds
+
+
+@pytest.fixture(scope="module")
+def toy_with_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("e2e")
+    root = write_toy_voc(base / "toy", n_train_aug=40, n_train=20, n_val=20, size=64)
+    localize_run = base / "localize"
+    (localize_run / "seeds").mkdir(parents=True)
+    reader = VOCReader(root, "train_aug")
+    for index, image_id in enumerate(reader.ids):
+        seeds = eroded_seeds(reader.mask(image_id), np.random.default_rng(index))
+        save_index_png(seeds, localize_run / "seeds" / f"{image_id}.png")
+    return root, localize_run
+
+
+def compose_cfg(name: str, *overrides: str):
+    register_schemas()
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose(name, overrides=list(overrides))
+
+
+def test_segment_then_evaluate(toy_with_seeds: tuple[Path, Path], tmp_path: Path) -> None:
+    root, localize_run = toy_with_seeds
+    cfg = compose_cfg(
+        "segment",
+        f"seeds={localize_run}",
+        f"data.root={root}",
+        "data.crop_size=64",
+        "data.batch_size=8",
+        "data.val_batch_size=10",
+        "data.pixel_labels=train",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "segmenter.crf_workers=0",
+    )
+    seg_dir = tmp_path / "segment"
+    best = run_segment(cfg, seg_dir)
+    assert 0.0 <= best <= 1.0
+    metrics = read_json(seg_dir / "metrics.json")
+    assert metrics["stage"] == "segment" and metrics["steps"] == 10
+    assert metrics["val/miou_best"] == pytest.approx(best)
+    assert metrics["pixel_label_images"] == 20
+    for key in ("seeds", "grown_seeds", "pred"):
+        assert 0.0 <= metrics[f"train/{key}_miou"] <= 1.0
+    # Seeds from ground truth are right wherever they are labelled.
+    assert metrics["train/seeds_precision"] == 1.0
+    assert 0.3 < metrics["train/seeds_labelled"] < 0.5
+    assert metrics["train/grown_seeds_labelled"] >= metrics["train/seeds_labelled"]
+    ckpt_path = seg_dir / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    assert ckpt["ficklenet_stage"] == "segment"
+    assert ckpt["hyper_parameters"]["config"]["seeds"] == str(localize_run)
+    assert (seg_dir / "config.yaml").is_file() and (seg_dir / "run_info.json").is_file()
+
+    # Single scale, no CRF; the dataset comes from the checkpoint.
+    eval_dir = tmp_path / "evaluate"
+    cfg = compose_cfg(
+        "evaluate",
+        f"segmenter.ckpt={ckpt_path}",
+        "overlays=3",
+        "num_workers=0",
+        "progress=false",
+    )
+    miou = run_evaluate(cfg, eval_dir)
+    metrics = read_json(eval_dir / "metrics.json")
+    assert 0.0 <= miou <= 1.0 and metrics["miou"] == pytest.approx(miou)
+    assert metrics["miou_no_crf"] == pytest.approx(miou) and "miou_crf" not in metrics
+    assert metrics["images"] == 20 and metrics["split"] == "val"
+    assert set(metrics["per_class_iou"]) >= {"background", "aeroplane", "tvmonitor"}
+    predictions = sorted((eval_dir / "predictions").glob("*.png"))
+    assert [p.stem for p in predictions] == VOCReader(root, "val").ids
+    with Image.open(predictions[0]) as img:
+        assert img.mode == "P" and img.size == (64, 64)
+        assert set(np.unique(np.asarray(img)).tolist()) <= set(range(21))
+    assert len(list((eval_dir / "overlays").glob("*.png"))) == 3
+
+    # Multi-scale + flip + CRF in two worker processes, on the given data config.
+    crf_dir = tmp_path / "evaluate_crf"
+    cfg = compose_cfg(
+        "evaluate",
+        f"segmenter.ckpt={ckpt_path}",
+        "data=toy",
+        f"data.root={root}",
+        "scales=[0.75,1.0]",
+        "flip=true",
+        "crf=true",
+        "crf_workers=2",
+        "save_predictions=false",
+        "overlays=0",
+        "num_workers=0",
+        "progress=false",
+    )
+    miou_crf = run_evaluate(cfg, crf_dir)
+    metrics = read_json(crf_dir / "metrics.json")
+    assert 0.0 <= miou_crf <= 1.0
+    assert metrics["miou"] == pytest.approx(metrics["miou_crf"]) == pytest.approx(miou_crf)
+    assert 0.0 <= metrics["miou_no_crf"] <= 1.0 and metrics["crf"] is True
+    assert metrics["scales"] == [0.75, 1.0] and metrics["flip"] is True
+    assert not (crf_dir / "predictions").exists() and not (crf_dir / "overlays").exists()
+
+
+def test_evaluate_refuses_a_classifier_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "classifier.ckpt"
+    torch.save({"ficklenet_stage": "classify", "state_dict": {}}, path)
+    cfg = compose_cfg("evaluate", f"segmenter.ckpt={path}", "progress=false")
+    with pytest.raises(ValueError, match="not a segmenter checkpoint"):
+        run_evaluate(cfg, tmp_path / "run")
