@@ -196,7 +196,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         seed: base of the augmentation streams.
     """
 
-    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0):
+    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0) -> None:
         super().__init__()
         self.cfg = data_cfg
         self.seeds = seeds

@@ -80,7 +80,9 @@ def compose_stage(stage: str, overrides: list[str]) -> DictConfig:
 def stage_overrides(stage: str, run_dir: Path, common: list[str], own: list[str]) -> list[str]:
     """Chaining + common overrides that apply to this stage + its own."""
     base = compose_stage(stage, _chain(stage, run_dir))
-    shared = [o for o in common if _root_key(o) in base]
+    # A key the stage leaves null (evaluate's data: taken from the checkpoint)
+    # is not overridden.
+    shared = [o for o in common if base.get(_root_key(o)) is not None]
     return _chain(stage, run_dir) + shared + own
 
 
