@@ -132,7 +132,7 @@ def results_table(res: dict[str, Any]) -> list[tuple[str, str]]:
 
     return [
         ("classifier val mAP (best epoch)", pct("classify", "val/mAP_best")),
-        ("seed mIoU (labelled pixels, train)", pct("localize", "seed/miou")),
+        ("seed mIoU (labelled pixels, localize split)", pct("localize", "seed/miou")),
         ("seed precision", pct("localize", "seed/precision")),
         ("seed recall", pct("localize", "seed/recall")),
         ("seed labelled fraction", pct("localize", "seed/labelled_fraction")),
