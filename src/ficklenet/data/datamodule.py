@@ -67,7 +67,11 @@ class VOCDataModule(pl.LightningDataModule):
 
     Train: ``data.train_split`` (train_aug) with random scale, crop and flip.
     Val: ``data.val_split`` centre padded/cropped to ``data.crop_size``.
+    Subclasses change the datasets in ``setup``; the loaders are shared.
     """
+
+    # How validation items of different sizes are batched (None: plain stacking).
+    val_collate: Any = None
 
     def __init__(self, data_cfg: Any, seed: int = 0) -> None:
         super().__init__()
@@ -109,6 +113,7 @@ class VOCDataModule(pl.LightningDataModule):
             self.val_set,
             batch_size=self.cfg.val_batch_size,
             shuffle=False,
+            collate_fn=self.val_collate,
             **loader_kwargs(self.cfg),
         )
 
@@ -180,7 +185,7 @@ def _check_seeds_cover(seed_dir: Path, reader: VOCReader, gt_ids: set[str], spli
         )
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class SegmentationDataModule(VOCDataModule):
     """Batches for the DSRG segmenter.
 
     Train: ``data.train_split`` with seeds from ``seeds`` (a localize run directory or
@@ -196,17 +201,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         seed: base of the augmentation streams.
     """
 
-    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0) -> None:
-        super().__init__()
-        self.cfg = data_cfg
-        self.seeds = seeds
-        self.seed = seed
-        self.train_set: SegmentationDataset | None = None
-        self.val_set: SegmentationDataset | None = None
-        self.gt_ids: list[str] = []
+    val_collate = staticmethod(pad_collate)
 
-    def prepare_data(self) -> None:
-        ensure_dataset(self.cfg)
+    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0) -> None:
+        super().__init__(data_cfg, seed)
+        self.seeds = seeds
+        self.train_set: SegmentationDataset | None = None  # type: ignore[assignment]
+        self.val_set: SegmentationDataset | None = None  # type: ignore[assignment]
+        self.gt_ids: list[str] = []
 
     @property
     def seed_dir(self) -> Path:
@@ -247,23 +249,3 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.val_set = SegmentationDataset(
                 make_reader(cfg, cfg.val_split), EvalTransform(None), targets="gt", seed=self.seed
             )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return DataLoader(
-            self.train_set,
-            batch_size=self.cfg.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > self.cfg.batch_size,
-            **loader_kwargs(self.cfg),
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None
-        return DataLoader(
-            self.val_set,
-            batch_size=self.cfg.val_batch_size,
-            shuffle=False,
-            collate_fn=pad_collate,
-            **loader_kwargs(self.cfg),
-        )
