@@ -60,3 +60,10 @@ def test_overrides_are_routed_to_stages(tmp_path):
     assert per_stage["classify"] == ["model.p=0.5"]
     assert per_stage["localize"] == ["localize.n=50"]
     assert common == ["trainer=gpu"]
+
+
+def test_an_override_no_stage_has_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="applies to none of the stages"):
+        run_pipeline([f"run_dir={tmp_path}", "modle.p=0.5"])

@@ -31,7 +31,7 @@ from ficklenet.data.transforms import EvalTransform, denormalize
 from ficklenet.data.voc import VOCReader
 from ficklenet.files import atomic_path
 from ficklenet.lit.classifier import FickleClassifier
-from ficklenet.localization import make_seeds, sample_maps
+from ficklenet.localization import combine_scales, make_seeds, normalize_maps, sample_maps
 from ficklenet.viz import label_overlay, map_overlay, save_panel
 
 
@@ -107,43 +107,29 @@ class Localizer(pl.LightningModule):
         """Aggregated, max-normalised maps (len(classes), H, W) at image size."""
         opt = self.opt
         _, h, w = image.shape
-        combined: torch.Tensor | None = None
-        count = 0
+        passes, flips = [], []
         for si, scale in enumerate(opt.scales):
             size = (max(8, round(h * scale)), max(8, round(w * scale)))
             scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
             for flipped in [False, True] if opt.flip else [False]:
-                inp = scaled.flip(-1) if flipped else scaled
-                x = self.classifier.features(inp)
+                x = self.classifier.features(scaled.flip(-1) if flipped else scaled)
                 gen = torch.Generator(device=x.device)
                 gen.manual_seed(image_seed(self.seed, image_id, si, flipped))
-                maps = sample_maps(
-                    self.classifier.head,
-                    x,
-                    classes,
-                    n=int(opt.n),
-                    generator=gen,
-                    formula=opt.formula,
-                    chunk=int(opt.chunk),
-                    aggregate=opt.aggregate,
+                passes.append(
+                    sample_maps(
+                        self.classifier.head,
+                        x,
+                        classes,
+                        n=int(opt.n),
+                        generator=gen,
+                        formula=opt.formula,
+                        chunk=int(opt.chunk),
+                        aggregate=opt.aggregate,
+                    )
                 )
-                maps = F.interpolate(maps[None], size=(h, w), mode="bilinear", align_corners=False)[
-                    0
-                ]
-                if flipped:
-                    maps = maps.flip(-1)
-                if combined is None:
-                    combined = maps
-                elif opt.aggregate == "max":
-                    combined = torch.maximum(combined, maps)
-                else:
-                    combined = combined + maps
-                count += 1
-        assert combined is not None
-        if opt.aggregate != "max":
-            combined = combined / count
-        peak = combined.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
-        return (combined / peak).clamp(0, 1).float().cpu().numpy()
+                flips.append(flipped)
+        combined = combine_scales(passes, (h, w), flips, how=opt.aggregate)
+        return normalize_maps(combined).clamp(0, 1).float().cpu().numpy()
 
     @torch.no_grad()
     def predict_step(self, item: dict, batch_idx: int) -> None:

@@ -86,6 +86,21 @@ def stage_overrides(stage: str, run_dir: Path, common: list[str], own: list[str]
     return _chain(stage, run_dir) + shared + own
 
 
+def _check_common_overrides(run_dir: Path, common: list[str]) -> None:
+    """An override that no stage has is a typo or an unsupported option: stop."""
+    if not common:
+        return
+    known: set[str] = set()
+    for stage in STAGES:
+        known |= set(compose_stage(stage, _chain(stage, run_dir)).keys())
+    unused = [o for o in common if _root_key(o) not in known]
+    if unused:
+        raise SystemExit(
+            f"ficklenet-pipeline: {unused} applies to none of the stages "
+            f"(their top-level keys: {sorted(known)}). Use stage/key=value for one stage."
+        )
+
+
 def _chain(stage: str, run_dir: Path) -> list[str]:
     if stage == "localize":
         return [f"classifier.ckpt={run_dir / 'classify' / 'checkpoints' / 'best.ckpt'}"]
@@ -170,6 +185,7 @@ def run_pipeline(argv: list[str]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     write_json(run_dir / "run_info.json", run_info())
+    _check_common_overrides(run_dir, common)
     for stage in stages:
         stage_dir = run_dir / stage
         if (stage_dir / "metrics.json").is_file():
