@@ -42,8 +42,9 @@ def map_overlay(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return blend(image, heatmap(score), 0.6)
 
 
-def save_panel(panels: list[np.ndarray], path: str | os.PathLike[str], gap: int = 4) -> Path:
-    """Save equally tall RGB images side by side (white gaps), atomically."""
+def side_by_side(panels: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Equally tall RGB images in one uint8 row with white gaps (shorter ones padded
+    at the bottom)."""
     h = max(p.shape[0] for p in panels)
     spacer = np.full((h, gap, 3), 255, np.uint8)
     row: list[np.ndarray] = []
@@ -51,6 +52,11 @@ def save_panel(panels: list[np.ndarray], path: str | os.PathLike[str], gap: int 
         if p.shape[0] < h:
             p = np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0)), constant_values=255)
         row += [p, spacer]
+    return np.ascontiguousarray(np.concatenate(row[:-1], axis=1))
+
+
+def save_panel(panels: list[np.ndarray], path: str | os.PathLike[str], gap: int = 4) -> Path:
+    """Save equally tall RGB images side by side (white gaps), atomically."""
     with atomic_path(path) as tmp:
-        Image.fromarray(np.concatenate(row[:-1], axis=1)).save(tmp, format="PNG")
+        Image.fromarray(side_by_side(panels, gap)).save(tmp, format="PNG")
     return Path(path)

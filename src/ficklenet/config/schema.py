@@ -141,6 +141,9 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     # wandb: offline needs no account; `wandb sync` uploads later.
     offline: bool = True
+    # Validation images logged as panels each validation epoch (wandb and
+    # tensorboard only: classifier CAMs, segmenter prediction vs truth); 0 = none.
+    panels: int = 4
 
 
 @dataclass

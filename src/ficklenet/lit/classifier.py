@@ -22,6 +22,7 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
+from ficklenet.lit.panels import cam_panels, log_panels, panel_count, supports_panels
 from ficklenet.models.backbones import build_backbone
 from ficklenet.models.fickle import FickleHead
 
@@ -69,6 +70,7 @@ class FickleClassifier(pl.LightningModule):
         self.val_map = MultilabelAveragePrecision(num_labels=NUM_CLASSES, average="macro")
         self.val_f1 = MultilabelF1Score(num_labels=NUM_CLASSES, average="macro")
         self.best_map = 0.0
+        self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: Any = "cpu") -> FickleClassifier:
@@ -112,8 +114,11 @@ class FickleClassifier(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        scores = self(batch["image"])
+        x = self.features(batch["image"])
+        scores = self.head(x)
         labels = batch["labels"]
+        if batch_idx == 0 and (n := self._panels_wanted()):
+            self._panels = cam_panels(batch["image"][:n], self.head.score_map(x[:n]), labels[:n])
         loss = F.multilabel_soft_margin_loss(scores, labels)
         targets = labels.int()
         self.val_map.update(scores, targets)
@@ -131,6 +136,18 @@ class FickleClassifier(pl.LightningModule):
         self.log("val/mAP_best", self.best_map, sync_dist=True)
         self.val_map.reset()
         self.val_f1.reset()
+        if self._panels is not None:
+            images, captions = self._panels
+            self._panels = None
+            log_panels(self.logger, "val/cam", images, self.global_step, captions)
+
+    def _panels_wanted(self) -> int:
+        """How many validation images to show this epoch (0: none — no image logger,
+        not rank zero, or the sanity check)."""
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return 0
+        return panel_count(self.cfg) if supports_panels(self.logger) else 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = "classify"

@@ -47,6 +47,7 @@ from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
 from ficklenet.lit.optim import build_optimizer
+from ficklenet.lit.panels import log_panels, panel_count, segmentation_panels, supports_panels
 from ficklenet.metrics import ConfusionMIoU
 from ficklenet.models.deeplab import build_segmenter_net, to_output_grid, upsample_logits
 
@@ -123,6 +124,7 @@ class DSRGSegmenter(pl.LightningModule):
         self.val_miou = ConfusionMIoU(num_classes=NUM_CLASSES + 1)
         self.best_miou = 0.0
         self.crf_seconds = 0.0  # of the last training step, for the perf log
+        self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> DSRGSegmenter:
@@ -210,7 +212,13 @@ class DSRGSegmenter(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         target = batch["target"]
         logits = self.predict_logits(batch["image"], tuple(target.shape[-2:]))
-        self.val_miou.update(logits.argmax(dim=1), target)
+        pred = logits.argmax(dim=1)
+        self.val_miou.update(pred, target)
+        if batch_idx == 0 and (n := self._panels_wanted()):
+            sizes = batch.get("size")
+            self._panels = segmentation_panels(
+                batch["image"][:n], pred[:n], target[:n], None if sizes is None else sizes[:n]
+            )
 
     def on_validation_epoch_end(self) -> None:
         value = self.val_miou.compute()
@@ -221,6 +229,18 @@ class DSRGSegmenter(pl.LightningModule):
         # tells Lightning so.
         self.log("val/miou", value, prog_bar=True, sync_dist=True)
         self.log("val/miou_best", self.best_miou, sync_dist=True)
+        if self._panels is not None:
+            images, captions = self._panels
+            self._panels = None
+            log_panels(self.logger, "val/segmentation", images, self.global_step, captions)
+
+    def _panels_wanted(self) -> int:
+        """How many validation images to show this epoch (0: none — no image logger,
+        not rank zero, or the sanity check)."""
+        trainer = self._trainer
+        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return 0
+        return panel_count(self.cfg) if supports_panels(self.logger) else 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = STAGE

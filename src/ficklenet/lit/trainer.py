@@ -7,6 +7,7 @@ the classifier and the segmenter, on one CPU or many GPUs.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,23 @@ def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None)
 
 
 def close_logger(logger: Logger | None) -> None:
-    """Finish a wandb run (also after a crash, so its files are complete)."""
-    if isinstance(logger, WandbLogger):
-        import wandb
+    """Finish a wandb run (also after a crash, so its files are complete).
 
-        wandb.finish()
+    Called from the stages' ``finally``: when an exception is propagating the run
+    is finished with exit code 1 (shown as failed once synced). Errors while
+    finishing are logged, never raised over the original one.
+    """
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    crashed = sys.exc_info()[0] is not None
+    try:
+        wandb.finish(exit_code=1 if crashed else 0)
+    except Exception:  # noqa: BLE001 - never mask the stage's own error
+        logging.getLogger(__name__).exception("could not finish the wandb run")
 
 
 def build_trainer(
