@@ -22,7 +22,7 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
-from ficklenet.lit.panels import cam_panels, log_panels, panel_count, supports_panels
+from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
 from ficklenet.models.backbones import build_backbone
 from ficklenet.models.fickle import FickleHead
 
@@ -117,7 +117,7 @@ class FickleClassifier(pl.LightningModule):
         x = self.features(batch["image"])
         scores = self.head(x)
         labels = batch["labels"]
-        if batch_idx == 0 and (n := self._panels_wanted()):
+        if batch_idx == 0 and (n := panels_wanted(self)):
             self._panels = cam_panels(batch["image"][:n], self.head.score_map(x[:n]), labels[:n])
         loss = F.multilabel_soft_margin_loss(scores, labels)
         targets = labels.int()
@@ -140,14 +140,6 @@ class FickleClassifier(pl.LightningModule):
             images, captions = self._panels
             self._panels = None
             log_panels(self.logger, "val/cam", images, self.global_step, captions)
-
-    def _panels_wanted(self) -> int:
-        """How many validation images to show this epoch (0: none — no image logger,
-        not rank zero, or the sanity check)."""
-        trainer = self._trainer
-        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
-            return 0
-        return panel_count(self.cfg) if supports_panels(self.logger) else 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = "classify"

@@ -28,6 +28,7 @@ from ficklenet.viz import label_overlay, map_overlay, side_by_side
 __all__ = [
     "cam_panels",
     "log_panels",
+    "panels_wanted",
     "panel_count",
     "segmentation_panels",
     "supports_panels",
@@ -46,6 +47,15 @@ def panel_count(config: Any) -> int:
     if not logger_cfg:
         return 0
     return max(0, int(logger_cfg.get("panels", 0) or 0))
+
+
+def panels_wanted(module: Any) -> int:
+    """How many validation images a LightningModule should render this epoch
+    (0: no image logger, not rank zero, or the sanity check)."""
+    trainer = module._trainer
+    if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
+        return 0
+    return panel_count(module.cfg) if supports_panels(module.logger) else 0
 
 
 def log_panels(

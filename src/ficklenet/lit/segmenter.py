@@ -47,7 +47,11 @@ from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
 from ficklenet.lit.optim import build_optimizer
-from ficklenet.lit.panels import log_panels, panel_count, segmentation_panels, supports_panels
+from ficklenet.lit.panels import (
+    log_panels,
+    panels_wanted,
+    segmentation_panels,
+)
 from ficklenet.metrics import ConfusionMIoU
 from ficklenet.models.deeplab import build_segmenter_net, to_output_grid, upsample_logits
 
@@ -214,7 +218,7 @@ class DSRGSegmenter(pl.LightningModule):
         logits = self.predict_logits(batch["image"], tuple(target.shape[-2:]))
         pred = logits.argmax(dim=1)
         self.val_miou.update(pred, target)
-        if batch_idx == 0 and (n := self._panels_wanted()):
+        if batch_idx == 0 and (n := panels_wanted(self)):
             sizes = batch.get("size")
             self._panels = segmentation_panels(
                 batch["image"][:n], pred[:n], target[:n], None if sizes is None else sizes[:n]
@@ -233,14 +237,6 @@ class DSRGSegmenter(pl.LightningModule):
             images, captions = self._panels
             self._panels = None
             log_panels(self.logger, "val/segmentation", images, self.global_step, captions)
-
-    def _panels_wanted(self) -> int:
-        """How many validation images to show this epoch (0: none — no image logger,
-        not rank zero, or the sanity check)."""
-        trainer = self._trainer
-        if trainer is None or trainer.sanity_checking or not trainer.is_global_zero:
-            return 0
-        return panel_count(self.cfg) if supports_panels(self.logger) else 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = STAGE
