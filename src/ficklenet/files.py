@@ -42,6 +42,11 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return Path(path)
 
 
+def existing_path(path: str | os.PathLike[str]) -> str | None:
+    """``path`` as a string when the file exists, else None (for metrics.json)."""
+    return str(path) if Path(path).is_file() else None
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
 

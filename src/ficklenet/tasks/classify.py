@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from ficklenet.config import conf_dir, register_schemas
 from ficklenet.data.datamodule import VOCDataModule
-from ficklenet.files import write_json
+from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
 from ficklenet.tasks.run_dir import prepare_run, resolve_resume, run_name, scalar_metrics
@@ -67,8 +67,8 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
                     "train/loss": metrics.get("train/loss"),
                     "epochs": trainer.current_epoch,
                     "steps": trainer.global_step,
-                    "checkpoint": _existing(ckpt_dir / "best.ckpt"),
-                    "last_checkpoint": _existing(ckpt_dir / "last.ckpt"),
+                    "checkpoint": existing_path(ckpt_dir / "best.ckpt"),
+                    "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
                     "model.p": float(cfg.model.p),
                     "model.dropout": cfg.model.dropout,
                 },
@@ -82,10 +82,6 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
         return best
     finally:
         close_logger(logger)
-
-
-def _existing(path: Path) -> str | None:
-    return str(path) if path.is_file() else None
 
 
 register_schemas()

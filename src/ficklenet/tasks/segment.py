@@ -43,7 +43,7 @@ from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import read_label_png
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
-from ficklenet.files import write_json
+from ficklenet.files import existing_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
 from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
 from ficklenet.metrics import (
@@ -107,8 +107,8 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
                 "train/seeded_fraction": metrics.get("train/seeded_fraction"),
                 "epochs": trainer.current_epoch,
                 "steps": trainer.global_step,
-                "checkpoint": _existing(best_ckpt),
-                "last_checkpoint": _existing(ckpt_dir / "last.ckpt"),
+                "checkpoint": existing_path(best_ckpt),
+                "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
                 "seeds": str(seed_dir),
                 "pixel_labels": cfg.data.pixel_labels,
                 "pixel_label_images": len(datamodule.gt_ids),
@@ -242,10 +242,6 @@ def _device(accelerator: str) -> torch.device:
 def _fmt(out: dict[str, Any]) -> tuple[float, float]:
     value = out.get("val/miou")
     return (float("nan") if value is None else value, out["val/miou_best"])
-
-
-def _existing(path: Path) -> str | None:
-    return str(path) if path.is_file() else None
 
 
 register_schemas()
