@@ -96,3 +96,23 @@ def test_pretrained_without_weights_says_where_to_put_the_file(tmp_path, monkeyp
     message = str(info.value)
     assert str(Path(tmp_path / "hub" / "checkpoints")) in message
     assert "backbone.weights=" in message
+
+
+def test_slurm_launcher_config_composes():
+    """hydra/launcher=slurm_ddp resolves to the submitit plugin with DDP-sized tasks."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ficklenet.config import register_schemas
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "classify",
+            ["hydra/launcher=slurm_ddp", "hydra.launcher.partition=gpu", "trainer=ddp"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert "submitit" in launcher._target_ and launcher.partition == "gpu"
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4

@@ -67,3 +67,38 @@ def test_an_override_no_stage_has_is_refused(tmp_path):
 
     with pytest.raises(SystemExit, match="applies to none of the stages"):
         run_pipeline([f"run_dir={tmp_path}", "modle.p=0.5"])
+
+
+def test_paper_experiments_compose_for_every_stage(tmp_path):
+    """experiment=paper_* gives each stage the paper's settings, offline."""
+    from ficklenet.tasks.pipeline import STAGES, compose_stage, stage_overrides
+
+    for name, backbone in (("paper_vgg16", "vgg16"), ("paper_resnet101", "resnet101")):
+        run_dir, _, per_stage, common = parse_args(
+            [
+                f"run_dir={tmp_path}",
+                f"experiment={name}",
+                "data.root=/data/VOC2012",
+                "localize/localize.n=20",
+            ]
+        )
+        cfgs = {
+            stage: compose_stage(stage, stage_overrides(stage, run_dir, common, per_stage[stage]))
+            for stage in STAGES
+        }
+        assert cfgs["classify"].backbone.name == backbone and cfgs["classify"].model.p == 0.9
+        assert cfgs["classify"].model.kernel_size == 9
+        assert cfgs["localize"].data.root == "/data/VOC2012"
+        assert cfgs["localize"].localize.n == 20  # the command line wins over the preset
+        assert cfgs["localize"].localize.fg_threshold == 0.2
+        assert cfgs["segment"].backbone.name == backbone
+        assert cfgs["segment"].optim.name == "sgd" and cfgs["segment"].trainer.max_steps == 8000
+        assert list(cfgs["evaluate_crf"].scales) == [0.75, 1.0, 1.25]
+        assert cfgs["evaluate_crf"].crf and not cfgs["evaluate"].crf
+
+
+def test_unknown_experiment_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="paper_vgg16"):
+        parse_args([f"run_dir={tmp_path}", "experiment=paper_vgg19"])

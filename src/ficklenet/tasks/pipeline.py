@@ -4,6 +4,7 @@
     ficklenet-pipeline run_dir=runs/pipeline/toy         # rerun: finished stages are skipped
     ficklenet-pipeline run_dir=... stages=[localize,segment,evaluate]   # rerun from a stage
     ficklenet-pipeline data.root=/x trainer=gpu classify/model.p=0.5 localize/localize.n=50
+    ficklenet-pipeline experiment=paper_vgg16 data.root=/path/VOCdevkit/VOC2012
 
 Each stage is composed from its own config (``conf/<stage>.yaml``) exactly as its
 own app would be, and runs in ``<run_dir>/<stage>/``. An override ``key=value``
@@ -14,7 +15,8 @@ chained through their outputs (classifier checkpoint → ``classifier.ckpt``, se
 ``metrics.json`` exists is finished and skipped; an interrupted one resumes
 (training from ``last.ckpt``, localization at the next image). At the end the
 results table is printed and written to ``<run_dir>/metrics.json`` and
-``<run_dir>/report.md``.
+``<run_dir>/report.md``. ``experiment=NAME`` puts the per-stage overrides of
+``conf/pipeline/NAME.yaml`` (the paper settings) before the command line's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config import conf_dir, register_schemas
 from ficklenet.files import atomic_path, read_json, write_json
@@ -52,6 +54,9 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str], dict[str, list[str]], 
         key, value = arg.split("=", 1)
         if key == "run_dir":
             run_dir = Path(value)
+        elif key == "experiment":
+            for stage, overrides in experiment_overrides(value).items():
+                per_stage[stage] = overrides + per_stage[stage]
         elif key == "stages":
             stages = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
             unknown = [s for s in stages if s not in STAGES]
@@ -63,6 +68,20 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str], dict[str, list[str]], 
         else:
             common.append(arg)
     return run_dir, stages, per_stage, common
+
+
+def experiment_overrides(name: str) -> dict[str, list[str]]:
+    """Per-stage overrides of ``conf/pipeline/<name>.yaml`` (a paper setting)."""
+    path = conf_dir() / "pipeline" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"experiment={name}: no {path}; choose from {known}")
+    preset = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(preset, dict)
+    unknown = sorted(set(preset) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"{path}: unknown stages {unknown}; stages are {list(STAGES)}")
+    return {stage: [str(o) for o in overrides] for stage, overrides in preset.items()}
 
 
 def _root_key(override: str) -> str:
