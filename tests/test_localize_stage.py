@@ -26,22 +26,23 @@ def classifier_ckpt(tmp_path_factory, toy_root) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
+def _localize_overrides(root: Path, ckpt: Path) -> list[str]:
+    """The small localize run every test here uses (in-process or as a script)."""
+    return [
+        f"classifier.ckpt={ckpt}",
+        f"data.root={root}",
+        "data.make_toy_if_missing=false",
+        "data.num_workers=0",
+        "trainer.enable_progress_bar=false",
+        "localize.split=train",
+        "localize.n=6",
+        "localize.chunk=4",
+        "localize.overlays=2",
+    ]
+
+
 def _localize_cfg(root: Path, ckpt: Path, *extra: str):
-    return compose_config(
-        "localize",
-        [
-            f"classifier.ckpt={ckpt}",
-            f"data.root={root}",
-            "data.make_toy_if_missing=false",
-            "data.num_workers=0",
-            "trainer.enable_progress_bar=false",
-            "localize.split=train",
-            "localize.n=6",
-            "localize.chunk=4",
-            "localize.overlays=2",
-            *extra,
-        ],
-    )
+    return compose_config("localize", [*_localize_overrides(root, ckpt), *extra])
 
 
 def _outputs(run: Path) -> dict[str, tuple[np.ndarray, list[int], np.ndarray]]:
@@ -168,15 +169,7 @@ def test_ddp_cpu_splits_images_and_matches_one_process(
     run = tmp_path / "ddp"
     args = [
         str(_P(sys.executable).parent / "ficklenet-localize"),
-        f"classifier.ckpt={classifier_ckpt}",
-        f"data.root={toy_root}",
-        "data.make_toy_if_missing=false",
-        "data.num_workers=0",
-        "trainer.enable_progress_bar=false",
-        "localize.split=train",
-        "localize.n=6",
-        "localize.chunk=4",
-        "localize.overlays=2",
+        *_localize_overrides(toy_root, classifier_ckpt),
         "trainer=ddp_cpu",
         f"hydra.run.dir={run}",
     ]
