@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.classes import save_index_png
 from ficklenet.data.toy import write_toy_voc
+from ficklenet.data.voc import VOCReader
 
 # Two cores, shared: one intra-op thread avoids oversubscription stalls.
 torch.set_num_threads(1)
@@ -48,3 +51,33 @@ def small_toy_overrides(root: Path) -> list[str]:
         "trainer.enable_progress_bar=false",
         "logger=csv",
     ]
+
+
+def eroded_seeds(mask: np.ndarray, rng: np.random.Generator, radius: int = 1) -> np.ndarray:
+    """Keep a pixel's label only where its (2r+1)² neighbourhood has that label too,
+    then unlabel a random half of the pixels: seeds that look like localisation's."""
+    padded = np.pad(mask, radius, mode="edge")
+    keep = np.ones(mask.shape, bool)
+    size = 2 * radius + 1
+    for dy in range(size):
+        for dx in range(size):
+            keep &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] == mask
+    seeds = np.where(keep, mask, 255).astype(np.uint8)
+    seeds[rng.random(mask.shape) < 0.5] = 255
+    return seeds
+
+
+def write_eroded_seeds(root: Path, out: Path, split: str = "train_aug") -> Path:
+    """``out/seeds/<id>.png`` for every id of ``split``: a stand-in localize run."""
+    (out / "seeds").mkdir(parents=True, exist_ok=True)
+    reader = VOCReader(root, split)
+    for index, image_id in enumerate(reader.ids):
+        seeds = eroded_seeds(reader.mask(image_id), np.random.default_rng(index))
+        save_index_png(seeds, out / "seeds" / f"{image_id}.png")
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_seeds(toy_root, tmp_path_factory) -> Path:
+    """Eroded ground truth of the small toy set as seeds (a stand-in localize run)."""
+    return write_eroded_seeds(toy_root, tmp_path_factory.mktemp("seeds") / "localize")

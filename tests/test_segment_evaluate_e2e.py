@@ -15,38 +15,19 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from ficklenet.config import conf_dir, register_schemas
-from ficklenet.data.classes import save_index_png
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCReader
 from ficklenet.files import read_json
 from ficklenet.tasks.evaluate import run_evaluate
 from ficklenet.tasks.segment import run_segment
-
-
-def eroded_seeds(mask: np.ndarray, rng: np.random.Generator, radius: int = 1) -> np.ndarray:
-    """Keep a pixel's label only where its (2r+1)² neighbourhood has that label too,
-    then unlabel a random half of the pixels."""
-    padded = np.pad(mask, radius, mode="edge")
-    keep = np.ones(mask.shape, bool)
-    size = 2 * radius + 1
-    for dy in range(size):
-        for dx in range(size):
-            keep &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] == mask
-    seeds = np.where(keep, mask, 255).astype(np.uint8)
-    seeds[rng.random(mask.shape) < 0.5] = 255
-    return seeds
+from tests.conftest import write_eroded_seeds
 
 
 @pytest.fixture(scope="module")
 def toy_with_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("e2e")
     root = write_toy_voc(base / "toy", n_train_aug=40, n_train=20, n_val=20, size=64)
-    localize_run = base / "localize"
-    (localize_run / "seeds").mkdir(parents=True)
-    reader = VOCReader(root, "train_aug")
-    for index, image_id in enumerate(reader.ids):
-        seeds = eroded_seeds(reader.mask(image_id), np.random.default_rng(index))
-        save_index_png(seeds, localize_run / "seeds" / f"{image_id}.png")
+    localize_run = write_eroded_seeds(root, base / "localize")
     return root, localize_run
 
 

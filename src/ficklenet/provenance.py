@@ -46,5 +46,8 @@ def run_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "cuda_available": torch.cuda.is_available(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        # CPU float sums are ordered by thread count: same seed, same threads, same numbers.
+        "torch_threads": torch.get_num_threads(),
         "host": platform.node(),
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
@@ -102,9 +102,25 @@ class VOCDataModule(pl.LightningDataModule):
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
-            shuffle=True,
+            sampler=self.train_sampler(),
             drop_last=len(self.train_set) > self.cfg.batch_size,
             **loader_kwargs(self.cfg),
+        )
+
+    def train_sampler(self) -> DistributedSampler:
+        """The training order as a function of (seed, epoch) only.
+
+        A ``DistributedSampler`` over this process's share (all of it in one
+        process): Lightning calls its ``set_epoch`` at every epoch start, so a run
+        resumed from ``last.ckpt`` sees the same order as an uninterrupted one —
+        a ``shuffle=True`` loader would draw it from the global RNG, which a resume
+        does not restore.
+        """
+        trainer = self.trainer
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        return DistributedSampler(
+            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -37,10 +37,13 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -147,13 +150,51 @@ def _crf_job(args: tuple[np.ndarray, np.ndarray, CRFParams]) -> np.ndarray:
 _POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
+def crf_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool for CRF work whose workers exit when this process dies.
+
+    ``forkserver`` (``spawn`` where unavailable): no fork of a process holding CUDA
+    or OpenMP state. A worker polls the parent's pid once a second, so a parent
+    killed outright (SIGKILL, an out-of-memory kill) leaves no orphans holding
+    cores and its output pipes.
+    """
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    def watch() -> None:
+        while _alive(parent):
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a killed parent stays a zombie until its own parent
+    reaps it (which may itself wait for our pipes to close), so Linux's process
+    state is read too."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 is the whole check
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None:
-        method = (
-            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        )
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        pool = crf_pool(workers)
         _POOLS[workers] = pool
     return pool
 

@@ -11,6 +11,7 @@ rebuild the exact model from it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,6 +26,8 @@ from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
 from ficklenet.models.backbones import build_backbone
 from ficklenet.models.fickle import FickleHead
+
+STAGE = "classify"
 
 
 def backbone_kwargs(backbone_cfg: Any) -> dict[str, Any]:
@@ -73,17 +76,37 @@ class FickleClassifier(pl.LightningModule):
         self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: Any = "cpu") -> FickleClassifier:
-        """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file needed)."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        hparams = ckpt.get("hyper_parameters", {})
-        if "config" not in hparams or "model" not in hparams["config"]:
+    def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> FickleClassifier:
+        """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file
+        needed); any other file is refused with a message naming it."""
+        path = Path(path)
+        wanted = (
+            "pass the checkpoint written by ficklenet-classify "
+            "(<run>/checkpoints/last.ckpt or best.ckpt)."
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file; {wanted}")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
             raise ValueError(
-                f"{path} is not a FickleNet classifier checkpoint (no classifier config "
-                "inside); pass the checkpoint written by ficklenet-classify "
-                "(<run>/checkpoints/last.ckpt or best.ckpt)."
+                f"{path} could not be read as a checkpoint ({type(exc).__name__}: {exc}); "
+                f"it may be truncated or not a checkpoint at all: {wanted}"
+            ) from exc
+        stage = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
+        hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+        config = hparams.get("config") if isinstance(hparams, dict) else None
+        if stage not in (None, STAGE) or not isinstance(config, dict) or "model" not in config:
+            what = f"a {stage!r}-stage checkpoint" if stage else "no classifier config inside"
+            hint = (
+                " A segmenter checkpoint is the input of ficklenet-evaluate (segmenter.ckpt=...)."
+                if stage == "segment"
+                else ""
             )
-        model = cls(hparams["config"], load_pretrained=False)
+            raise ValueError(
+                f"{path} is not a FickleNet classifier checkpoint ({what}); {wanted}{hint}"
+            )
+        model = cls(config, load_pretrained=False)
         model.load_state_dict(ckpt["state_dict"])
         return model
 
@@ -100,7 +123,8 @@ class FickleClassifier(pl.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"classifier loss became {loss.item()} at step {self.global_step}; the last "
-                "good checkpoint is kept. Lower optim.lr or check the input data."
+                "good checkpoint is kept (checkpoints/last.ckpt). Check the input data, or "
+                "lower optim.lr and train again in a new run directory (hydra.run.dir=...)."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
         self.log(
@@ -142,7 +166,7 @@ class FickleClassifier(pl.LightningModule):
             log_panels(self.logger, "val/cam", images, self.global_step, captions)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ficklenet_stage"] = "classify"
+        checkpoint["ficklenet_stage"] = STAGE
         checkpoint["best_map"] = self.best_map
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -154,8 +154,6 @@ class Localizer(pl.LightningModule):
                 maps=maps.astype(np.float16),
                 classes=np.asarray([c + 1 for c in classes], np.int64),
             )
-        with atomic_path(seeds_path) as tmp:
-            save_palette_png(seeds, tmp)
         if image_id in self.overlay_ids:
             rgb = denormalize(item["image"])
             panels = [rgb, map_overlay(rgb, maps), label_overlay(rgb, seeds)]
@@ -163,3 +161,7 @@ class Localizer(pl.LightningModule):
             if truth is not None:
                 panels.append(label_overlay(rgb, truth))
             save_panel(panels, self.run_dir / "overlays" / f"{image_id}.png")
+        # Seeds last: they mark the image done (is_done), so a run stopped before
+        # them (a kill, a full disk) redoes the image, overlay included.
+        with atomic_path(seeds_path) as tmp:
+            save_palette_png(seeds, tmp)

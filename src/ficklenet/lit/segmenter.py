@@ -140,7 +140,14 @@ class DSRGSegmenter(pl.LightningModule):
                 f"segmenter.ckpt={path}: no such file; pass the checkpoint written by "
                 "ficklenet-segment (<run>/checkpoints/best.ckpt or last.ckpt)."
             )
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise ValueError(
+                f"{path} could not be read as a checkpoint ({type(exc).__name__}: {exc}); it "
+                "may be truncated or not a checkpoint at all: pass the checkpoint written by "
+                "ficklenet-segment (<run>/checkpoints/best.ckpt or last.ckpt)."
+            ) from exc
         stage = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
         if stage != STAGE:
             what = f"a {stage!r}-stage checkpoint" if stage else "not a ficklenet checkpoint"
@@ -202,7 +209,8 @@ class DSRGSegmenter(pl.LightningModule):
             raise FloatingPointError(
                 f"segmenter loss became {out.loss.item()} at step {self.global_step} (seed "
                 f"loss {out.seed_loss.item()}, boundary loss {out.boundary_loss.item()}); "
-                "the last good checkpoint is kept. Lower optim.lr or check the seeds."
+                "the last good checkpoint is kept (checkpoints/last.ckpt). Check the seeds, or "
+                "lower optim.lr and train again in a new run directory (hydra.run.dir=...)."
             )
         n = len(out.logits)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)

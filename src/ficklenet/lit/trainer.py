@@ -7,12 +7,16 @@ the classifier and the segmenter, on one CPU or many GPUs.
 
 from __future__ import annotations
 
+import csv
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import (
     Callback,
@@ -22,6 +26,7 @@ from pytorch_lightning.callbacks import (
     TQDMProgressBar,
 )
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 
 class SetEpochCallback(Callback):
@@ -35,13 +40,65 @@ class SetEpochCallback(Callback):
             dataset.set_epoch(trainer.current_epoch)
 
 
+class StepSeedCallback(Callback):
+    """Reseed torch's RNGs before every training step from (seed, step, rank).
+
+    Everything random inside a step — FickleNet's masks (drawn from a seed taken
+    from the global RNG), dropout in the DeepLab heads — then depends only on the
+    step, so a run resumed from ``last.ckpt`` draws exactly what an uninterrupted
+    run draws (a checkpoint does not hold the RNG states), and ranks draw
+    independent streams.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit seed for training step ``step`` on ``rank`` (SeedSequence mixing)."""
+    state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts;
+    this one continues it (a resumed run keeps the rows of the attempts before)."""
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as file:
+                self.metrics_keys = sorted(next(csv.reader(file), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``logs/metrics.csv`` across resumes: the rows of every attempt, in order
+    (steps replayed after a kill appear again; the later rows are the ones kept
+    in the checkpoint's history)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None) -> Logger | None:
     """csv (default), tensorboard or wandb (offline unless ``logger.offline=false``)."""
     kind = logger_cfg.name
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        return ResumableCSVLogger(
+            save_dir=str(run_dir), name="logs", version="", flush_logs_every_n_steps=10
+        )
     if kind == "tensorboard":
         return TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
     if kind == "wandb":
@@ -87,22 +144,39 @@ def build_trainer(
     monitor: str,
     mode: str = "max",
     extra_callbacks: list[Callback] | None = None,
+    seed: int = 0,
 ) -> pl.Trainer:
     """A Trainer writing checkpoints to ``<run_dir>/checkpoints``: ``best.ckpt``
-    by ``monitor`` and ``last.ckpt`` (for resume) after every epoch."""
+    by ``monitor`` and ``last.ckpt`` (for resume) after every epoch, each written
+    whole or not at all (Lightning saves through an fsspec transaction: a temporary
+    file moved into place). Training steps are reseeded from ``seed``
+    (:class:`StepSeedCallback`), so resumed runs match uninterrupted ones."""
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(kwargs, dict)
     show_progress = bool(kwargs.pop("enable_progress_bar", True))
+    ckpt_dir = str(run_dir / "checkpoints")
     callbacks: list[Callback] = [
         ModelCheckpoint(
-            dirpath=str(run_dir / "checkpoints"),
+            dirpath=ckpt_dir,
             filename="best",
             monitor=monitor,
             mode=mode,
-            save_last=True,
+            save_top_k=1,
             auto_insert_metric_name=False,
+            enable_version_counter=False,  # overwrite: never best-v1.ckpt beside it
+        ),
+        # last.ckpt after every epoch: its own callback, because Lightning 2.6's
+        # save_last=True writes last.ckpt only when a best checkpoint is written,
+        # so a run whose metric stalls would resume from an old epoch.
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="last",
+            save_top_k=1,
+            monitor=None,
+            enable_version_counter=False,
         ),
         SetEpochCallback(),
+        StepSeedCallback(seed),
     ]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -10,19 +10,19 @@ sweepers can optimise it. Rerunning into a directory that holds
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import VOCDataModule
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
-from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
-from ficklenet.tasks.run_dir import prepare_run, resolve_resume, run_name, scalar_metrics
+from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
 
@@ -42,54 +42,56 @@ def validate_classify(cfg: DictConfig) -> None:
 
 
 def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Train the classifier; return ``val/mAP_best``."""
+    """Train the classifier; return ``val/mAP_best`` (stored, when the run in
+    ``run_dir`` finished earlier with these settings)."""
     validate_classify(cfg)
-    run_dir, config = prepare_run(cfg, run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    run_dir, config, finished = start_training(cfg, run_dir, "classify")
+    if finished is not None:
+        return float(finished["val/mAP_best"])
     datamodule = VOCDataModule(cfg.data, seed=cfg.seed)
     model = FickleClassifier(config)
-    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
-    try:
-        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/mAP", mode="max")
-        ckpt_path = resolve_resume(cfg.ckpt_path, run_dir)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = scalar_metrics(trainer.callback_metrics)
-        best = float(metrics.get("val/mAP_best", model.best_map))
-        if trainer.is_global_zero:
-            ckpt_dir = run_dir / "checkpoints"
-            write_json(
-                run_dir / "metrics.json",
-                {
-                    "stage": "classify",
-                    "val/mAP": metrics.get("val/mAP"),
-                    "val/mAP_best": best,
-                    "val/f1": metrics.get("val/f1"),
-                    "train/loss": metrics.get("train/loss"),
-                    "epochs": trainer.current_epoch,
-                    "steps": trainer.global_step,
-                    "checkpoint": existing_path(ckpt_dir / "best.ckpt"),
-                    "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
-                    "model.p": float(cfg.model.p),
-                    "model.dropout": cfg.model.dropout,
-                },
-            )
-            log.info(
-                "classifier val mAP %.4f (best %.4f); outputs in %s",
-                metrics.get("val/mAP", float("nan")),
-                best,
-                run_dir,
-            )
-        return best
-    finally:
-        close_logger(logger)
+    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/mAP")
+    best = float(metrics.get("val/mAP_best", model.best_map))
+    if trainer.is_global_zero:
+        ckpt_dir = run_dir / "checkpoints"
+        write_json(
+            run_dir / "metrics.json",
+            {
+                "stage": "classify",
+                "val/mAP": metrics.get("val/mAP"),
+                "val/mAP_best": best,
+                "val/f1": metrics.get("val/f1"),
+                "train/loss": metrics.get("train/loss"),
+                "epochs": trainer.current_epoch,
+                "steps": trainer.global_step,
+                "checkpoint": existing_path(ckpt_dir / "best.ckpt"),
+                "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
+                "model.p": float(cfg.model.p),
+                "model.dropout": cfg.model.dropout,
+            },
+        )
+        log.info(
+            "classifier val mAP %.4f (best %.4f); outputs in %s",
+            metrics.get("val/mAP", float("nan")),
+            best,
+            run_dir,
+        )
+    return best
 
 
 register_schemas()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="classify", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
+def hydra_main(cfg: DictConfig) -> Any:
     return run_classify(cfg)
+
+
+def main() -> Any:
+    """``ficklenet-classify``: a multirun without ``hydra.sweep.dir`` gets one named
+    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
+    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "classify")
+    return hydra_main()
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import multiprocessing
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.classes import CLASS_NAMES, save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
-from ficklenet.dsrg.crf import TEST_CRF, default_workers, dense_crf
+from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
@@ -107,11 +108,6 @@ def predict_probs(
     return torch.softmax(total, dim=1)
 
 
-def _crf_pool(workers: int) -> ProcessPoolExecutor:
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
-
-
 class _Results:
     """Confusion matrices, prediction files and overlays as items finish."""
 
@@ -171,7 +167,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     results = _Results(cfg, run_dir, k)
     crf_workers = default_workers() if cfg.crf_workers is None else int(cfg.crf_workers)
     crf_fn = functools.partial(dense_crf, **dataclasses.asdict(TEST_CRF))
-    pool = _crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
+    pool = crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
     # Items whose CRF runs in the pool: (id, image, gt, net prediction, future).
     pending: deque[tuple[str, np.ndarray, np.ndarray, np.ndarray, Future]] = deque()
     max_pending = 2 * max(crf_workers, 1) + int(cfg.batch_size)
@@ -262,8 +258,15 @@ register_schemas()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
+def hydra_main(cfg: DictConfig) -> Any:
     return run_evaluate(cfg)
+
+
+def main() -> Any:
+    """``ficklenet-evaluate``: a multirun without ``hydra.sweep.dir`` gets one named
+    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
+    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "evaluate")
+    return hydra_main()
 
 
 if __name__ == "__main__":

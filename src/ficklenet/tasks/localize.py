@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.files import read_json, write_json
 from ficklenet.lit.classifier import FickleClassifier
@@ -120,6 +122,12 @@ def check_manifest(run_dir: Path, manifest: dict[str, Any], overwrite: bool) -> 
 def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Write maps and seeds for the split; return the seed mIoU (NaN without truth)."""
     validate_localize(cfg)
+    # Load (and so check) the checkpoint before the run directory gets anything:
+    # a wrong file must not leave a config or manifest behind.
+    try:
+        classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt)
+    except ValueError as exc:
+        raise ValueError(f"classifier.ckpt: {exc}") from exc
     run_dir, _ = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
@@ -152,7 +160,6 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         len(ids) - len(todo),
         run_dir,
     )
-    classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt)
     overlay_ids = set(sorted(ids)[: opt.overlays])
     module = Localizer(classifier, opt, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p)
     start = time.perf_counter()
@@ -216,8 +223,15 @@ register_schemas()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="localize", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
+def hydra_main(cfg: DictConfig) -> Any:
     return run_localize(cfg)
+
+
+def main() -> Any:
+    """``ficklenet-localize``: a multirun without ``hydra.sweep.dir`` gets one named
+    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
+    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "localize")
+    return hydra_main()
 
 
 if __name__ == "__main__":

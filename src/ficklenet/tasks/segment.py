@@ -20,17 +20,18 @@ and the network's predictions: does growing improve on the seeds? Returns
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import (
     SegmentationDataModule,
     loader_kwargs,
@@ -45,7 +46,6 @@ from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
-from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
 from ficklenet.metrics import (
     confusion_counts,
     miou_from_confusion,
@@ -53,7 +53,7 @@ from ficklenet.metrics import (
     seed_scores_from_counts,
 )
 from ficklenet.models.deeplab import to_output_grid, upsample_logits
-from ficklenet.tasks.run_dir import prepare_run, resolve_resume, run_name, scalar_metrics
+from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
 
@@ -82,54 +82,48 @@ def validate_segment(cfg: DictConfig) -> None:
 
 
 def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Train the segmenter; return ``val/miou_best``."""
+    """Train the segmenter; return ``val/miou_best`` (stored, when the run in
+    ``run_dir`` finished earlier with these settings)."""
     validate_segment(cfg)
     seed_dir = resolve_seed_dir(cfg.seeds)
-    run_dir, config = prepare_run(cfg, run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
+    run_dir, config, finished = start_training(cfg, run_dir, "segment")
+    if finished is not None:
+        return float(finished["val/miou_best"])
     datamodule = SegmentationDataModule(cfg.data, seeds=seed_dir, seed=cfg.seed)
     model = DSRGSegmenter(config)
-    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
-    try:
-        trainer = build_trainer(cfg.trainer, run_dir, logger, monitor="val/miou", mode="max")
-        ckpt_path = resolve_resume(cfg.ckpt_path, run_dir)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = scalar_metrics(trainer.callback_metrics)
-        best = float(metrics.get("val/miou_best", model.best_miou))
-        if trainer.is_global_zero:
-            ckpt_dir = run_dir / "checkpoints"
-            best_ckpt = ckpt_dir / "best.ckpt"
-            out: dict[str, Any] = {
-                "stage": "segment",
-                "val/miou": metrics.get("val/miou"),
-                "val/miou_best": best,
-                "train/loss": metrics.get("train/loss"),
-                "train/seeded_fraction": metrics.get("train/seeded_fraction"),
-                "epochs": trainer.current_epoch,
-                "steps": trainer.global_step,
-                "checkpoint": existing_path(best_ckpt),
-                "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
-                "seeds": str(seed_dir),
-                "pixel_labels": cfg.data.pixel_labels,
-                "pixel_label_images": len(datamodule.gt_ids),
-            }
-            if cfg.seed_eval_split:
-                scored = best_ckpt if best_ckpt.is_file() else None
-                net = DSRGSegmenter.from_checkpoint(scored) if scored else model
-                out.update(
-                    score_on_split(
-                        net,
-                        cfg.data,
-                        seed_dir,
-                        str(cfg.seed_eval_split),
-                        _device(cfg.trainer.accelerator),
-                    )
+    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
+    best = float(metrics.get("val/miou_best", model.best_miou))
+    if trainer.is_global_zero:
+        ckpt_dir = run_dir / "checkpoints"
+        best_ckpt = ckpt_dir / "best.ckpt"
+        out: dict[str, Any] = {
+            "stage": "segment",
+            "val/miou": metrics.get("val/miou"),
+            "val/miou_best": best,
+            "train/loss": metrics.get("train/loss"),
+            "train/seeded_fraction": metrics.get("train/seeded_fraction"),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "checkpoint": existing_path(best_ckpt),
+            "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
+            "seeds": str(seed_dir),
+            "pixel_labels": cfg.data.pixel_labels,
+            "pixel_label_images": len(datamodule.gt_ids),
+        }
+        if cfg.seed_eval_split:
+            net = DSRGSegmenter.from_checkpoint(best_ckpt) if best_ckpt.is_file() else model
+            out.update(
+                score_on_split(
+                    net,
+                    cfg.data,
+                    seed_dir,
+                    str(cfg.seed_eval_split),
+                    _device(cfg.trainer.accelerator),
                 )
-            write_json(run_dir / "metrics.json", out)
-            log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run_dir)
-        return best
-    finally:
-        close_logger(logger)
+            )
+        write_json(run_dir / "metrics.json", out)
+        log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run_dir)
+    return best
 
 
 @torch.no_grad()
@@ -248,8 +242,15 @@ register_schemas()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="segment", version_base="1.3")
-def main(cfg: DictConfig) -> Any:
+def hydra_main(cfg: DictConfig) -> Any:
     return run_segment(cfg)
+
+
+def main() -> Any:
+    """``ficklenet-segment``: a multirun without ``hydra.sweep.dir`` gets one named
+    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
+    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "segment")
+    return hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""The default multirun directory: a function of the command.
+
+Rerunning a crashed sweep with the same command then lands in the same folders,
+where the jobs that finished are skipped (their ``metrics.json`` exists) and the
+others resume from their ``last.ckpt``. Each app's entry point adds
+``hydra.sweep.dir=runs/<stage>-multirun/<id>`` to a ``-m`` command that names no
+sweep directory, before Hydra parses it; being a plain override, it also reaches
+jobs that a launcher (submitit) runs in other processes.
+
+``<id>`` is the sorted overrides reduced to letters, digits and ``._-`` (a path
+that is itself safe to pass back as an override value), shortened when long, plus
+a hash of all of them: two commands that differ in any override never share a
+folder, the same command always does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+_MAX_READABLE = 60
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def sweep_id(overrides: Sequence[str]) -> str:
+    """``["model.p=0,0.5,0.9"]`` → ``model.p-0-0.5-0.9_<8 hex digits>``."""
+    items = sorted(str(o) for o in overrides)
+    digest = hashlib.sha1("\n".join(items).encode()).hexdigest()[:8]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(items)).strip("-_.")
+    if len(readable) > _MAX_READABLE:
+        readable = readable[:_MAX_READABLE].rstrip("-_.")
+    return f"{readable}_{digest}" if readable else f"defaults_{digest}"
+
+
+def pin_sweep_dir(argv: Sequence[str], stage: str) -> list[str]:
+    """``argv`` (without the program name) with the default sweep directory added
+    when it is a multirun that names none; otherwise unchanged."""
+    args = list(argv)
+    if not any(a in _MULTIRUN_FLAGS for a in args):
+        return args
+    if any(a.lstrip("+").startswith("hydra.sweep.dir=") for a in args):
+        return args
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    return [*args, f"hydra.sweep.dir=runs/{stage}-multirun/{sweep_id(overrides)}"]

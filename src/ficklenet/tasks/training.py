@@ -1,0 +1,97 @@
+"""The training shell the classify and segment stages share.
+
+:func:`start_training` prepares the run directory and says whether the run
+finished earlier (then the stage returns its stored metrics: a rerun sweep skips
+its finished jobs); :func:`fit` builds logger and trainer, resumes from
+``last.ckpt`` when there is one, trains, and always closes the logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
+from ficklenet.tasks.run_dir import (
+    prepare_run,
+    previous_run,
+    resolve_resume,
+    resolve_run_dir,
+    run_name,
+    scalar_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+
+def start_training(
+    cfg: DictConfig, run_dir: Path | None, stage: str
+) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
+    """(run directory, resolved config for checkpoints, metrics of a finished run).
+
+    Refuses, before anything is written, a ``ckpt_path`` of another stage and a
+    run directory whose earlier run had other settings
+    (:func:`ficklenet.tasks.run_dir.previous_run`); seeds every RNG from ``seed``.
+    """
+    check_resume_checkpoint(cfg.ckpt_path, stage)
+    run_dir = resolve_run_dir(run_dir)
+    finished = previous_run(cfg, run_dir)
+    if finished is not None:
+        log.info(
+            "%s finished earlier (%s exists): skipped. Delete the folder or choose another "
+            "run directory to train again.",
+            run_dir,
+            run_dir / "metrics.json",
+        )
+        return run_dir, {}, finished
+    run_dir, config = prepare_run(cfg, run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    return run_dir, config, None
+
+
+def check_resume_checkpoint(ckpt_path: str | None, stage: str) -> None:
+    """An explicit ``ckpt_path`` must be a checkpoint of this stage."""
+    if ckpt_path in (None, "last") or not Path(ckpt_path).is_file():
+        return  # resolve_resume explains a missing file
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"ckpt_path={ckpt_path} could not be read as a checkpoint ({type(exc).__name__}); "
+            "it may be truncated. Resume from the run's checkpoints/last.ckpt, or leave "
+            "ckpt_path out to start fresh."
+        ) from exc
+    found = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
+    if found != stage:
+        what = f"a {found!r}-stage checkpoint" if found else "not a ficklenet checkpoint"
+        raise ValueError(
+            f"ckpt_path={ckpt_path} is {what}; ficklenet-{stage} resumes only from its own "
+            f"checkpoints (<{stage} run>/checkpoints/last.ckpt). Leave ckpt_path out to "
+            "start fresh."
+        )
+
+
+def fit(
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    monitor: str,
+) -> tuple[pl.Trainer, dict[str, float]]:
+    """Train ``model`` (maximising ``monitor``); return the trainer and its final
+    scalar metrics. Resumes from ``ckpt_path`` or the run's ``last.ckpt``."""
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    try:
+        trainer = build_trainer(
+            cfg.trainer, run_dir, logger, monitor=monitor, mode="max", seed=cfg.seed
+        )
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, run_dir))
+        return trainer, scalar_metrics(trainer.callback_metrics)
+    finally:
+        close_logger(logger)
