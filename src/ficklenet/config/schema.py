@@ -368,8 +368,11 @@ class EvaluateConfig:
     overlays: int = 8
     batch_size: int = 4
     num_workers: int = 2
-    # auto (cuda when available) | cpu | cuda | cuda:N
-    device: str = "auto"
+    # Where and in how many processes: trainer.accelerator (cpu | gpu | auto),
+    # trainer.devices, trainer.num_nodes, trainer.strategy (ddp: the images are
+    # split between the processes and the confusion matrices summed). The other
+    # trainer keys are unused here; inference runs in float32.
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     progress: bool = True
     seed: int = 0
     name: str | None = None

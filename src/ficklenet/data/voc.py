@@ -19,6 +19,7 @@ bad file found deep inside a multi-GPU run is otherwise a bare ``OSError``.
 
 from __future__ import annotations
 
+import copy
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -231,6 +232,12 @@ class VOCReader:
     # ----------------------------------------------------------------------- paths
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, ids: Sequence[str]) -> VOCReader:
+        """The same reader over ``ids`` only (one process's share, a limit)."""
+        view = copy.copy(self)
+        view.ids = list(ids)
+        return view
 
     def __repr__(self) -> str:
         return (

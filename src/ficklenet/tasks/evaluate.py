@@ -35,6 +35,7 @@ import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -70,14 +71,22 @@ def validate_evaluate(cfg: DictConfig) -> None:
         raise ValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu; anything else as torch names it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name}: CUDA is not available here; use device=cpu")
-    return device
+def launch_processes(trainer_cfg: Any) -> Fabric:
+    """Lightning Fabric from ``trainer``: one process, or DDP over devices/nodes.
+
+    With ``strategy=ddp`` on one machine Fabric starts the other processes (a
+    Hydra app reruns with the same run directory, as the Trainer does); under
+    SLURM or torchrun the processes exist already and Fabric only joins them.
+    """
+    fabric = Fabric(
+        accelerator=str(trainer_cfg.accelerator),
+        devices=trainer_cfg.devices,
+        num_nodes=int(trainer_cfg.num_nodes),
+        strategy=trainer_cfg.strategy,
+        precision="32-true",
+    )
+    fabric.launch()
+    return fabric
 
 
 @torch.no_grad()
@@ -111,14 +120,24 @@ def predict_probs(
 class _Results:
     """Confusion matrices, prediction files and overlays as items finish."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, num_classes: int) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: Path, num_classes: int, overlays: int) -> None:
         self.cfg = cfg
         self.k = num_classes
         self.cm_net = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.cm_crf = torch.zeros_like(self.cm_net)
         self.pred_dir = run_dir / "predictions" if cfg.save_predictions else None
+        self.overlays = overlays
         self.overlay_dir = run_dir / "overlays" if cfg.overlays > 0 else None
         self.done = 0
+
+    def reduce(self, fabric: Fabric) -> None:
+        """Sum the counts of all processes (a no-op in one process)."""
+        if fabric.world_size == 1:
+            return
+        stacked = torch.stack([self.cm_net, self.cm_crf]).to(fabric.device)
+        self.cm_net, self.cm_crf = fabric.all_reduce(stacked, reduce_op="sum").cpu()
+        done = torch.tensor([self.done], device=fabric.device)
+        self.done = int(fabric.all_reduce(done, reduce_op="sum").item())
 
     def add(
         self,
@@ -136,7 +155,7 @@ class _Results:
         if self.pred_dir is not None:
             with atomic_path(self.pred_dir / f"{image_id}.png") as tmp:
                 save_palette_png(final.astype(np.uint8), tmp)
-        if self.overlay_dir is not None and self.done < self.cfg.overlays:
+        if self.overlay_dir is not None and self.done < self.overlays:
             panels = [image, label_overlay(image, gt), label_overlay(image, pred_net)]
             if pred_crf is not None:
                 panels.append(label_overlay(image, pred_crf))
@@ -145,13 +164,23 @@ class _Results:
 
 
 def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Evaluate ``segmenter.ckpt`` on ``split``; return the headline mIoU."""
+    """Evaluate ``segmenter.ckpt`` on ``split``; return the headline mIoU.
+
+    In several processes (``trainer.strategy=ddp``) process r takes the ids
+    ``r, r + world, ...``: each image is predicted and written once, and the
+    summed confusion matrices give the metrics one process would.
+    """
     validate_evaluate(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
+    fabric = launch_processes(cfg.trainer)
     run_dir, _ = prepare_run(cfg, run_dir)
     data_cfg = cfg.data if cfg.data is not None else model.cfg.data
-    ensure_dataset(data_cfg)
+    if fabric.is_global_zero:
+        ensure_dataset(data_cfg)
+    fabric.barrier()
     reader = make_reader(data_cfg, cfg.split)
+    n_images = len(reader)
+    reader = reader.subset(reader.ids[fabric.global_rank :: fabric.world_size])
     dataset = SegmentationDataset(reader, EvalTransform(None), targets="gt", seed=cfg.seed)
     workers = int(cfg.num_workers)
     loader = DataLoader(
@@ -161,10 +190,10 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         collate_fn=pad_collate,
         num_workers=workers,
     )
-    device = resolve_device(cfg.device)
+    device = fabric.device
     model = model.eval().to(device)
     k = model.val_miou.num_classes
-    results = _Results(cfg, run_dir, k)
+    results = _Results(cfg, run_dir, k, overlays=cfg.overlays if fabric.is_global_zero else 0)
     crf_workers = default_workers() if cfg.crf_workers is None else int(cfg.crf_workers)
     crf_fn = functools.partial(dense_crf, **dataclasses.asdict(TEST_CRF))
     pool = crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
@@ -178,8 +207,9 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
             results.add(image_id, image, gt, pred, future.result().argmax(axis=0))
 
     start = time.perf_counter()
+    show = bool(cfg.progress) and fabric.is_global_zero
     try:
-        with tqdm(total=len(dataset), desc="evaluate", disable=not cfg.progress) as bar:
+        with tqdm(total=len(dataset), desc="evaluate", disable=not show) as bar:
             for batch in loader:
                 probs = predict_probs(model, batch["image"].to(device), cfg.scales, cfg.flip)
                 probs = probs.cpu()
@@ -201,6 +231,9 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+    results.reduce(fabric)
+    if results.done != n_images:
+        raise RuntimeError(f"evaluated {results.done} of the {n_images} images of {cfg.split}")
     seconds = time.perf_counter() - start
 
     miou_net, iou_net = miou_from_confusion(results.cm_net)
@@ -210,6 +243,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         "data_root": str(data_cfg.root),
         "split": cfg.split,
         "images": results.done,
+        "processes": fabric.world_size,
         "scales": [float(s) for s in cfg.scales],
         "flip": bool(cfg.flip),
         "crf": bool(cfg.crf),
@@ -227,9 +261,10 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         columns["CRF"] = iou_crf
     else:
         metrics.update(miou=miou_net, per_class_iou=_by_name(iou_net))
-    write_json(run_dir / "metrics.json", metrics)
-    print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
-    log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
+    if fabric.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
+        log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
     return float(metrics["miou"])
 
 

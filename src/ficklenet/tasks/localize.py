@@ -176,7 +176,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     missing = [i for i in ids if not is_done(run_dir, i)]
     if missing:
         raise RuntimeError(f"{len(missing)} images have no outputs (first: {missing[0]})")
-    scored_reader = reader if not opt.limit else _subset(reader, ids)
+    scored_reader = reader if not opt.limit else reader.subset(ids)
     quality = score_localization(
         run_dir,
         scored_reader,
@@ -208,15 +208,6 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
             quality["scored_images"],
         )
     return float(metrics.get("seed/miou", float("nan")))
-
-
-def _subset(reader: Any, ids: list[str]) -> Any:
-    """A view of ``reader`` restricted to ``ids`` (for localize.limit)."""
-    import copy
-
-    view = copy.copy(reader)
-    view.ids = list(ids)
-    return view
 
 
 register_schemas()

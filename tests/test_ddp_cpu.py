@@ -1,0 +1,104 @@
+"""The segmenter and the evaluation under ``trainer=ddp_cpu`` (2 gloo processes).
+
+Training: one run directory, one checkpoint set, one log, and validation metrics
+reduced over both processes (equal to one process evaluating the same weights).
+Evaluation: every image predicted and written exactly once, and the same metrics
+as one process. (The classifier and localization have theirs in
+test_classify_e2e.py and test_localize_stage.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ficklenet.data.voc import VOCReader
+from tests.conftest import small_toy_overrides
+
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ddp_segment(tmp_path_factory, toy_root, toy_seeds) -> Path:
+    base = tmp_path_factory.mktemp("ddp_segment")
+    run = base / "run"
+    _run(
+        [
+            str(BIN / "ficklenet-segment"),
+            *small_toy_overrides(toy_root),
+            f"seeds={toy_seeds}",
+            "seed_eval_split=null",
+            "segmenter.crf_workers=0",
+            "data.batch_size=8",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=2",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=base,
+    )
+    return run
+
+
+def _evaluate(ckpt: Path, out: Path, *extra: str) -> dict:
+    _run(
+        [
+            str(BIN / "ficklenet-evaluate"),
+            f"segmenter.ckpt={ckpt}",
+            "progress=false",
+            "num_workers=0",
+            "crf_workers=0",
+            "overlays=2",
+            f"hydra.run.dir={out}",
+            *extra,
+        ],
+        cwd=out.parent,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_segmenter_trains_in_two_processes_into_one_run_directory(ddp_segment, tmp_path):
+    run = ddp_segment
+    assert sorted(p.name for p in run.parent.iterdir()) == ["run"], "no duplicate output folders"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(list(run.rglob("metrics.csv"))) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    # 40 images, batch 8 per process, 2 processes: 2 steps per epoch (not 5).
+    assert metrics["steps"] == 4
+    # val/miou of the last epoch is over all 20 val images, both processes' halves:
+    # one process evaluating last.ckpt (same weights, scale 1, no flip) agrees.
+    single = _evaluate(run / "checkpoints" / "last.ckpt", tmp_path / "single")
+    assert single["images"] == 20
+    assert metrics["val/miou"] == pytest.approx(single["miou_no_crf"], abs=1e-9)
+
+
+def test_evaluate_in_two_processes_writes_each_image_once_with_the_same_metrics(
+    ddp_segment, tmp_path, toy_root
+):
+    ckpt = ddp_segment / "checkpoints" / "best.ckpt"
+    one = _evaluate(ckpt, tmp_path / "one", "crf=true")
+    two = _evaluate(ckpt, tmp_path / "two", "crf=true", "trainer=ddp_cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"], "no duplicate folders"
+    assert (one["processes"], two["processes"]) == (1, 2)
+    for key in ("images", "miou", "miou_no_crf", "miou_crf", "per_class_iou", "per_class_iou_crf"):
+        assert one[key] == two[key], key
+    ids = VOCReader(toy_root, "val").ids
+    written = sorted(p.stem for p in (tmp_path / "two" / "predictions").glob("*.png"))
+    assert written == sorted(ids), "every image exactly once"
+    for image_id in ids:
+        a = (tmp_path / "one" / "predictions" / f"{image_id}.png").read_bytes()
+        assert a == (tmp_path / "two" / "predictions" / f"{image_id}.png").read_bytes()
+    assert len(list((tmp_path / "two" / "overlays").glob("*.png"))) == 2
+    assert not list((tmp_path / "two").rglob(".*.tmp"))
