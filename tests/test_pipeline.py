@@ -102,3 +102,28 @@ def test_unknown_experiment_is_refused(tmp_path):
 
     with pytest.raises(SystemExit, match="paper_vgg16"):
         parse_args([f"run_dir={tmp_path}", "experiment=paper_vgg19"])
+
+
+def test_multi_process_stages_run_as_their_own_apps(tmp_path, toy_root):
+    """trainer=ddp_cpu: every stage is its app's command in 2 processes; the
+    results chain as in one process and land in the same layout."""
+    run = tmp_path / "pipe"
+    res = run_pipeline([*_tiny(run, toy_root), "trainer=ddp_cpu", "evaluate/crf_workers=0"])
+    assert set(res) == {"classify", "localize", "segment", "evaluate", "evaluate_crf"}
+    assert res["evaluate"]["processes"] == 2 and res["evaluate"]["images"] == 20
+    assert res["localize"]["images"] == 40
+    for stage in ("classify", "segment"):
+        cfg = (run / stage / "config.yaml").read_text()
+        assert "strategy: ddp" in cfg and "devices: 2" in cfg, stage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"], "no stray output folders"
+
+
+def test_a_hydra_launcher_runs_each_stage_as_a_job(tmp_path, toy_root):
+    """hydra/launcher=submitit_local (the SLURM launcher's local twin): each stage
+    is a one-job multirun of its app, written into <run_dir>/<stage>."""
+    run = tmp_path / "pipe"
+    argv = [*_tiny(run, toy_root), "hydra/launcher=submitit_local", "stages=[classify,localize]"]
+    res = run_pipeline(argv)
+    assert set(res) == {"classify", "localize"}
+    assert (run / "classify" / "checkpoints" / "best.ckpt").is_file()
+    assert list((run / ".submitit").iterdir()), "the jobs went through submitit"

@@ -17,11 +17,20 @@ chained through their outputs (classifier checkpoint → ``classifier.ckpt``, se
 results table is printed and written to ``<run_dir>/metrics.json`` and
 ``<run_dir>/report.md``. ``experiment=NAME`` puts the per-stage overrides of
 ``conf/pipeline/NAME.yaml`` (the paper settings) before the command line's.
+
+A stage runs in this process, except when it needs several processes
+(``trainer=ddp``/``ddp_cpu``, ``trainer.devices>1``, ``trainer.num_nodes>1``) or a
+Hydra launcher is given (``hydra/launcher=submitit_slurm``, ``slurm_ddp``, with
+``hydra.launcher.*`` settings): then its own app runs it as a command
+(``python -m ficklenet.tasks.<stage> hydra.run.dir=<run_dir>/<stage> ...``, or a
+one-job multirun through the launcher: a SLURM job per stage), so Lightning, Fabric
+or SLURM start its processes exactly as they do for that app alone.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +52,11 @@ _APP = {"evaluate_crf": "evaluate"}
 
 
 def parse_args(argv: list[str]) -> tuple[Path, list[str], dict[str, list[str]], list[str]]:
-    """(run_dir, stages, per-stage overrides, common overrides) from ``argv``."""
+    """(run_dir, stages, per-stage overrides, common overrides) from ``argv``.
+
+    Hydra's own overrides (``hydra/launcher=...``, ``hydra.launcher.*``) are among
+    the common ones; :func:`launch_overrides` picks them out.
+    """
     run_dir = Path("runs/pipeline") / time.strftime("%Y-%m-%d_%H-%M-%S")
     stages = list(STAGES)
     per_stage: dict[str, list[str]] = {s: [] for s in STAGES}
@@ -82,6 +95,12 @@ def experiment_overrides(name: str) -> dict[str, list[str]]:
     if unknown:
         raise SystemExit(f"{path}: unknown stages {unknown}; stages are {list(STAGES)}")
     return {stage: [str(o) for o in overrides] for stage, overrides in preset.items()}
+
+
+def launch_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's own overrides, the stage config's) of ``overrides``."""
+    own = [o for o in overrides if o.lstrip("+~").startswith(("hydra/", "hydra."))]
+    return own, [o for o in overrides if o not in own]
 
 
 def _root_key(override: str) -> str:
@@ -129,6 +148,35 @@ def _chain(stage: str, run_dir: Path) -> list[str]:
         chain = [f"segmenter.ckpt={run_dir / 'segment' / 'checkpoints' / 'best.ckpt'}"]
         return chain + (["crf=true"] if stage == "evaluate_crf" else ["crf=false"])
     return []
+
+
+def needs_own_processes(cfg: DictConfig) -> bool:
+    """Whether the stage's trainer spreads it over several processes."""
+    trainer = cfg.get("trainer")
+    if trainer is None:
+        return False
+    devices = trainer.get("devices", 1)
+    several = devices not in (1, "1", [0]) and not (isinstance(devices, str) and devices == "auto")
+    return several or int(trainer.get("num_nodes", 1)) > 1 or "ddp" in str(trainer.strategy)
+
+
+def run_stage_command(stage: str, overrides: list[str], stage_dir: Path, launch: list[str]) -> None:
+    """Run the stage's own app as a command into ``stage_dir`` (through the Hydra
+    launcher of ``launch`` when given: a one-job multirun)."""
+    cmd = [sys.executable, "-m", f"ficklenet.tasks.{_APP.get(stage, stage)}"]
+    if launch:
+        sweep = [f"hydra.sweep.dir={stage_dir.parent}", f"hydra.sweep.subdir={stage_dir.name}"]
+        cmd += ["-m", *launch, *sweep]
+    else:
+        cmd.append(f"hydra.run.dir={stage_dir}")
+    cmd += overrides
+    log.info("[%s] %s", stage, " ".join(cmd))
+    returncode = subprocess.run(cmd).returncode
+    if returncode != 0:
+        raise SystemExit(
+            f"[{stage}] failed (exit status {returncode}); its log is in {stage_dir}. Rerun the "
+            "same command to resume: finished stages are skipped."
+        )
 
 
 def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
@@ -204,16 +252,22 @@ def run_pipeline(argv: list[str]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     write_json(run_dir / "run_info.json", run_info())
+    launch, common = launch_overrides(common)
     _check_common_overrides(run_dir, common)
     for stage in stages:
         stage_dir = run_dir / stage
         if (stage_dir / "metrics.json").is_file():
             log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
             continue
-        overrides = stage_overrides(stage, run_dir, common, per_stage[stage])
+        own_launch, overrides = launch_overrides(per_stage[stage])
+        overrides = stage_overrides(stage, run_dir, common, overrides)
         log.info("[%s] %s", stage, " ".join(overrides) or "(defaults)")
         t0 = time.perf_counter()
-        run_stage(stage, compose_stage(stage, overrides), stage_dir)
+        cfg = compose_stage(stage, overrides)
+        if launch or own_launch or needs_own_processes(cfg):
+            run_stage_command(stage, overrides, stage_dir, launch + own_launch)
+        else:
+            run_stage(stage, cfg, stage_dir)
         log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
     res = results(run_dir)
     write_json(run_dir / "metrics.json", res)
