@@ -286,3 +286,32 @@ def test_disk_full_error_names_the_directory(tmp_path, monkeypatch):
         write_json(tmp_path / "out" / "metrics.json", {"a": 1})
     assert str(tmp_path / "out") in str(info.value) and info.value.errno == errno.ENOSPC
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_resumed_segmenter_refuses_seeds_from_another_classifier(tmp_path, toy_root, toy_seeds):
+    import shutil
+
+    localize_run = tmp_path / "localize"
+    shutil.copytree(toy_seeds, localize_run)
+    manifest = {"stage": "localize", "classifier_sha256": "a" * 64, "model.p": 0.9, "seed": 0}
+    write_json(localize_run / "manifest.json", {**manifest, "settings": {"n": 4}})
+    overrides = [
+        *small_toy_overrides(toy_root),
+        f"seeds={localize_run}",
+        "seed_eval_split=null",
+        "segmenter.crf_workers=0",
+        "trainer.max_epochs=1",
+    ]
+    run = tmp_path / "run"
+    run_segment(compose_config("segment", overrides), run_dir=run)
+    recorded = json.loads((run / "seeds_source.json").read_text())
+    assert recorded["classifier_sha256"] == "a" * 64
+    # Interrupted (no metrics.json, a last.ckpt), and meanwhile localize was redone
+    # with another classifier: resuming on those seeds would mix two experiments.
+    (run / "metrics.json").unlink()
+    write_json(
+        localize_run / "manifest.json",
+        {**manifest, "classifier_sha256": "b" * 64, "settings": {"n": 4}},
+    )
+    with pytest.raises(ValueError, match=r"another localize run.*classifier_sha256.*new run dir"):
+        run_segment(compose_config("segment", overrides), run_dir=run)

@@ -125,7 +125,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dic
         cfg.logger.group = group
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
-    if _is_rank_zero():
+    if is_rank_zero():
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         write_json(run_dir / "run_info.json", run_info())
@@ -166,7 +166,8 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """Whether this is the process that writes shared files (rank 0)."""
     from pytorch_lightning.utilities import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0

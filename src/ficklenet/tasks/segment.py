@@ -44,7 +44,7 @@ from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import read_label_png
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
-from ficklenet.files import existing_path, write_json
+from ficklenet.files import existing_path, read_json, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
 from ficklenet.metrics import (
     confusion_counts,
@@ -53,6 +53,7 @@ from ficklenet.metrics import (
     seed_scores_from_counts,
 )
 from ficklenet.models.deeplab import to_output_grid, upsample_logits
+from ficklenet.tasks.run_dir import is_rank_zero
 from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     run_dir, config, finished = start_training(cfg, run_dir, "segment")
     if finished is not None:
         return float(finished["val/miou_best"])
+    check_seed_source(seed_dir, run_dir)
     datamodule = SegmentationDataModule(cfg.data, seeds=seed_dir, seed=cfg.seed)
     model = DSRGSegmenter(config)
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
@@ -124,6 +126,43 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
         write_json(run_dir / "metrics.json", out)
         log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run_dir)
     return best
+
+
+def seed_source(seed_dir: Path) -> dict[str, Any] | None:
+    """What made the seeds: the localize run's manifest (classifier checkpoint
+    digest, settings, seed), or None for a plain folder of seed PNGs."""
+    manifest = seed_dir.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    data = read_json(manifest)
+    return {k: data.get(k) for k in ("classifier_sha256", "model.p", "seed", "settings")}
+
+
+def check_seed_source(seed_dir: Path, run_dir: Path) -> None:
+    """A resumed segmenter must keep training on the seeds it started with.
+
+    The first start records :func:`seed_source` in ``seeds_source.json``; when a
+    later start finds the seeds made by another classifier or with other settings
+    (the localize run was redone), it stops instead of mixing the two.
+    """
+    record = run_dir / "seeds_source.json"
+    now = seed_source(seed_dir)
+    if record.is_file():
+        before = read_json(record)
+        if before != now:
+            differ = sorted(
+                k
+                for k in set(before or {}) | set(now or {})
+                if (before or {}).get(k) != (now or {}).get(k)
+            )
+            raise ValueError(
+                f"seeds={seed_dir} now holds seeds from another localize run than the one "
+                f"this segmenter started on (differs: {', '.join(differ) or 'origin'}; see "
+                f"{record} and {seed_dir.parent / 'manifest.json'}). Train on them in a new run "
+                "directory (hydra.run.dir=...), or point seeds= at the original seeds."
+            )
+    elif is_rank_zero():
+        write_json(record, now)
 
 
 @torch.no_grad()
