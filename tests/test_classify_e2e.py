@@ -146,3 +146,15 @@ def test_ddp_cpu_two_processes_share_one_run_directory(tmp_path, toy_root):
     assert metrics["val/mAP_best"] >= metrics["val/mAP"] >= 0.0
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["config"]["trainer"]["devices"] == 2
+    # val/mAP is over all 20 val images (both ranks' halves gathered): one process
+    # validating the same weights agrees.
+    import pytorch_lightning as pl
+
+    from ficklenet.data.datamodule import VOCDataModule
+
+    model = FickleClassifier.from_checkpoint(run / "checkpoints" / "last.ckpt")
+    datamodule = VOCDataModule(compose_config("classify", small_toy_overrides(toy_root)).data)
+    single = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
+    ).validate(model, datamodule=datamodule, verbose=False)[0]
+    assert metrics["val/mAP"] == pytest.approx(single["val/mAP"], abs=1e-6)
