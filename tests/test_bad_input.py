@@ -180,7 +180,9 @@ def test_resuming_from_the_other_stages_checkpoint_is_refused_before_writing(
     with pytest.raises(ValueError) as info:
         run_fn(compose_config(stage, overrides), run_dir=tmp_path / "run")
     message = str(info.value)
-    assert f"ckpt_path={other}" in message and f"ficklenet-{stage} resumes only" in message
+    kind = "FickleNet classifier" if stage == "classify" else "segmenter"
+    assert f"ckpt_path={other}" in message and f"not a {kind} checkpoint" in message
+    assert f"written by ficklenet-{stage}" in message
     assert not (tmp_path / "run").exists(), "nothing may be written for a refused checkpoint"
 
 

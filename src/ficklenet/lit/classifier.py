@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
+from ficklenet.checkpoints import read_checkpoint
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
@@ -79,33 +80,8 @@ class FickleClassifier(pl.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> FickleClassifier:
         """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file
         needed); any other file is refused with a message naming it."""
-        path = Path(path)
-        wanted = (
-            "pass the checkpoint written by ficklenet-classify "
-            "(<run>/checkpoints/last.ckpt or best.ckpt)."
-        )
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file; {wanted}")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-            raise ValueError(
-                f"{path} could not be read as a checkpoint ({type(exc).__name__}: {exc}); "
-                f"it may be truncated or not a checkpoint at all: {wanted}"
-            ) from exc
-        stage = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
-        hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-        config = hparams.get("config") if isinstance(hparams, dict) else None
-        if stage not in (None, STAGE) or not isinstance(config, dict) or "model" not in config:
-            what = f"a {stage!r}-stage checkpoint" if stage else "no classifier config inside"
-            hint = (
-                " A segmenter checkpoint is the input of ficklenet-evaluate (segmenter.ckpt=...)."
-                if stage == "segment"
-                else ""
-            )
-            raise ValueError(
-                f"{path} is not a FickleNet classifier checkpoint ({what}); {wanted}{hint}"
-            )
+        ckpt = read_checkpoint(path, STAGE, map_location=map_location)
+        config = ckpt["hyper_parameters"]["config"]
         model = cls(config, load_pretrained=False)
         model.load_state_dict(ckpt["state_dict"])
         return model

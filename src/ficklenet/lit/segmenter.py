@@ -41,6 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from ficklenet.checkpoints import read_checkpoint
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.data.transforms import denormalize
 from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
@@ -134,32 +135,7 @@ class DSRGSegmenter(pl.LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> DSRGSegmenter:
         """Rebuild a trained segmenter from a ``ficklenet-segment`` checkpoint (no
         ImageNet file needed); any other checkpoint is refused with a message."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"segmenter.ckpt={path}: no such file; pass the checkpoint written by "
-                "ficklenet-segment (<run>/checkpoints/best.ckpt or last.ckpt)."
-            )
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-            raise ValueError(
-                f"{path} could not be read as a checkpoint ({type(exc).__name__}: {exc}); it "
-                "may be truncated or not a checkpoint at all: pass the checkpoint written by "
-                "ficklenet-segment (<run>/checkpoints/best.ckpt or last.ckpt)."
-            ) from exc
-        stage = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
-        if stage != STAGE:
-            what = f"a {stage!r}-stage checkpoint" if stage else "not a ficklenet checkpoint"
-            hint = (
-                " A classifier checkpoint is the input of ficklenet-localize (classifier.ckpt=...)."
-                if stage == "classify"
-                else ""
-            )
-            raise ValueError(
-                f"{path} is {what}, not a segmenter checkpoint: pass the checkpoint written "
-                f"by ficklenet-segment (<run>/checkpoints/best.ckpt or last.ckpt).{hint}"
-            )
+        ckpt = read_checkpoint(path, STAGE, key="segmenter.ckpt", map_location=map_location)
         model = cls(ckpt["hyper_parameters"]["config"], load_pretrained=False)
         model.load_state_dict(ckpt["state_dict"])
         model.best_miou = float(ckpt.get("best_miou", 0.0))

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 
+from ficklenet.checkpoints import read_checkpoint
 from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
 from ficklenet.tasks.run_dir import (
     prepare_run,
@@ -58,22 +58,7 @@ def check_resume_checkpoint(ckpt_path: str | None, stage: str) -> None:
     """An explicit ``ckpt_path`` must be a checkpoint of this stage."""
     if ckpt_path in (None, "last") or not Path(ckpt_path).is_file():
         return  # resolve_resume explains a missing file
-    try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(
-            f"ckpt_path={ckpt_path} could not be read as a checkpoint ({type(exc).__name__}); "
-            "it may be truncated. Resume from the run's checkpoints/last.ckpt, or leave "
-            "ckpt_path out to start fresh."
-        ) from exc
-    found = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
-    if found != stage:
-        what = f"a {found!r}-stage checkpoint" if found else "not a ficklenet checkpoint"
-        raise ValueError(
-            f"ckpt_path={ckpt_path} is {what}; ficklenet-{stage} resumes only from its own "
-            f"checkpoints (<{stage} run>/checkpoints/last.ckpt). Leave ckpt_path out to "
-            "start fresh."
-        )
+    read_checkpoint(ckpt_path, stage, key="ckpt_path", mmap=True)
 
 
 def fit(

@@ -1,0 +1,62 @@
+"""Reading a stage's checkpoint, with errors that name the file and the fix.
+
+Every checkpoint records the stage that wrote it (``ficklenet_stage``:
+``classify`` or ``segment``) and its resolved config
+(``hyper_parameters.config``); a missing, unreadable or other-stage file is
+refused here, before any output is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WRITTEN_BY = {"classify": "ficklenet-classify", "segment": "ficklenet-segment"}
+KIND = {"classify": "FickleNet classifier", "segment": "segmenter"}
+INPUT_OF = {
+    "classify": "ficklenet-localize (classifier.ckpt=...)",
+    "segment": "ficklenet-evaluate (segmenter.ckpt=...)",
+}
+
+
+def read_checkpoint(
+    path: str | Path,
+    stage: str,
+    key: str | None = None,
+    map_location: Any = "cpu",
+    mmap: bool = False,
+) -> dict[str, Any]:
+    """The checkpoint at ``path``, which must be one ``stage`` wrote.
+
+    ``key`` is the config key that named the file (shown in errors); ``mmap``
+    maps tensors instead of reading them (a cheap check of a large file).
+    """
+    path = Path(path)
+    label = f"{key}={path}" if key else str(path)
+    wanted = (
+        f"pass the checkpoint written by {WRITTEN_BY[stage]} "
+        "(<run>/checkpoints/best.ckpt or last.ckpt)."
+    )
+    if not path.is_file():
+        raise FileNotFoundError(f"{label}: no such file; {wanted}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise ValueError(
+            f"{label} could not be read as a checkpoint ({type(exc).__name__}: {exc}); it may "
+            f"be truncated or not a checkpoint at all: {wanted}"
+        ) from exc
+    found = ckpt.get("ficklenet_stage") if isinstance(ckpt, dict) else None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    config = hparams.get("config") if isinstance(hparams, dict) else None
+    if found != stage or not isinstance(config, dict):
+        what = f"a {found!r}-stage checkpoint" if found else "not a ficklenet checkpoint"
+        hint = (
+            f" A {found!r}-stage checkpoint is the input of {INPUT_OF[found]}."
+            if (found in INPUT_OF)
+            else ""
+        )
+        raise ValueError(f"{label} is {what}, not a {KIND[stage]} checkpoint: {wanted}{hint}")
+    return ckpt
