@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,20 @@ from ficklenet.data.voc import VOCReader
 
 # Two cores, shared: one intra-op thread avoids oversubscription stalls.
 torch.set_num_threads(1)
+
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts
+ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+
+
+def run_ok(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command (a console script, a module); fail the test with its output
+    when it does not exit 0."""
+    proc = subprocess.run(
+        args, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
 
 SMALL_TOY = dict(n_train_aug=40, n_train=20, n_val=20, size=64)
 

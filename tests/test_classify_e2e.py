@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +13,8 @@ import torch
 from ficklenet.data.voc import VOCReader
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.tasks.classify import run_classify
-from tests.conftest import SMALL_TOY, compose_config, small_toy_overrides
-
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+from tests.conftest import BIN, SMALL_TOY, compose_config, small_toy_overrides
+from tests.conftest import run_ok as _run
 
 
 def test_make_toy_console_script_writes_voc_layout(tmp_path):

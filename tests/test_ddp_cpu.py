@@ -10,24 +10,13 @@ test_classify_e2e.py and test_localize_stage.py.)
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ficklenet.data.voc import VOCReader
-from tests.conftest import small_toy_overrides
-
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+from tests.conftest import BIN, small_toy_overrides
+from tests.conftest import run_ok as _run
 
 
 @pytest.fixture(scope="module")
