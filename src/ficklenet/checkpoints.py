@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 WRITTEN_BY = {"classify": "ficklenet-classify", "segment": "ficklenet-segment"}
 KIND = {"classify": "FickleNet classifier", "segment": "segmenter"}
@@ -60,3 +62,12 @@ def read_checkpoint(
         )
         raise ValueError(f"{label} is {what}, not a {KIND[stage]} checkpoint: {wanted}{hint}")
     return ckpt
+
+
+def keep_config(module: pl.LightningModule, config: dict[str, Any] | DictConfig) -> DictConfig:
+    """Store the resolved config as ``module``'s hyper-parameters — so it is inside
+    every checkpoint, where :func:`read_checkpoint` finds it — and return it."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    module.save_hyperparameters({"config": config})
+    return OmegaConf.create(config)

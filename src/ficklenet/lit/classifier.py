@@ -17,11 +17,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from ficklenet.checkpoints import read_checkpoint
+from ficklenet.checkpoints import keep_config, read_checkpoint
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
@@ -55,11 +55,7 @@ class FickleClassifier(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any] | DictConfig, load_pretrained: bool = True) -> None:
         super().__init__()
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-        self.save_hyperparameters({"config": config})
-        cfg = OmegaConf.create(config)
-        self.cfg = cfg
+        self.cfg = cfg = keep_config(self, config)
         kw = backbone_kwargs(cfg.backbone)
         if not load_pretrained:
             kw.update(pretrained=False, weights=None)

@@ -38,10 +38,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
-from ficklenet.checkpoints import read_checkpoint
+from ficklenet.checkpoints import keep_config, read_checkpoint
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.data.transforms import denormalize
 from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
@@ -108,11 +108,7 @@ class DSRGSegmenter(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any] | DictConfig, load_pretrained: bool = True) -> None:
         super().__init__()
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-        self.save_hyperparameters({"config": config})
-        cfg = OmegaConf.create(config)
-        self.cfg = cfg
+        self.cfg = cfg = keep_config(self, config)
         seg = cfg.segmenter
         self.net = build_segmenter_net(
             cfg.backbone,
