@@ -38,7 +38,8 @@ ArrayLike = np.ndarray | Tensor
 def _as_long_tensor(x: ArrayLike) -> Tensor:
     if isinstance(x, Tensor):
         return x.long()
-    return torch.as_tensor(np.asarray(x)).long()
+    # astype copies: a read-only array (np.load, a PIL view) becomes a writable one.
+    return torch.from_numpy(np.asarray(x).astype(np.int64))
 
 
 def confusion_counts(
