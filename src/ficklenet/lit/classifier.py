@@ -73,10 +73,13 @@ class FickleClassifier(pl.LightningModule):
         self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> FickleClassifier:
+    def from_checkpoint(
+        cls, path: str | Path, map_location: Any = "cpu", key: str | None = None
+    ) -> FickleClassifier:
         """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file
-        needed); any other file is refused with a message naming it."""
-        ckpt = read_checkpoint(path, STAGE, map_location=map_location)
+        needed); any other file is refused with a message naming it (and ``key``,
+        the config key that named it)."""
+        ckpt = read_checkpoint(path, STAGE, key=key, map_location=map_location)
         config = ckpt["hyper_parameters"]["config"]
         model = cls(config, load_pretrained=False)
         model.load_state_dict(ckpt["state_dict"])

@@ -128,10 +128,13 @@ class DSRGSegmenter(pl.LightningModule):
         self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: Any = "cpu") -> DSRGSegmenter:
+    def from_checkpoint(
+        cls, path: str | Path, map_location: Any = "cpu", key: str | None = "segmenter.ckpt"
+    ) -> DSRGSegmenter:
         """Rebuild a trained segmenter from a ``ficklenet-segment`` checkpoint (no
-        ImageNet file needed); any other checkpoint is refused with a message."""
-        ckpt = read_checkpoint(path, STAGE, key="segmenter.ckpt", map_location=map_location)
+        ImageNet file needed); any other checkpoint is refused with a message naming
+        it (and ``key``, the config key that named it)."""
+        ckpt = read_checkpoint(path, STAGE, key=key, map_location=map_location)
         model = cls(ckpt["hyper_parameters"]["config"], load_pretrained=False)
         model.load_state_dict(ckpt["state_dict"])
         model.best_miou = float(ckpt.get("best_miou", 0.0))

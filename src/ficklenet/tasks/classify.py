@@ -10,18 +10,14 @@ sweepers can optimise it. Rerunning into a directory that holds
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from ficklenet.config import conf_dir, register_schemas
-from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import VOCDataModule
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
@@ -79,19 +75,7 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     return best
 
 
-register_schemas()
-
-
-@hydra.main(config_path=str(conf_dir()), config_name="classify", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Any:
-    return run_classify(cfg)
-
-
-def main() -> Any:
-    """``ficklenet-classify``: a multirun without ``hydra.sweep.dir`` gets one named
-    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
-    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "classify")
-    return hydra_main()
+main = stage_main("classify", run_classify)
 
 
 if __name__ == "__main__":

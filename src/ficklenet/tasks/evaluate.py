@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -31,7 +30,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,8 +38,6 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ficklenet.config import conf_dir, register_schemas
-from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.classes import CLASS_NAMES, save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
@@ -51,6 +47,7 @@ from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.models.deeplab import upsample_logits
+from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run
 from ficklenet.viz import label_overlay, save_panel
 
@@ -289,19 +286,7 @@ def _pct(value: float) -> str:
     return f"{'-':>10}" if not np.isfinite(value) else f"{100 * value:>10.1f}"
 
 
-register_schemas()
-
-
-@hydra.main(config_path=str(conf_dir()), config_name="evaluate", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Any:
-    return run_evaluate(cfg)
-
-
-def main() -> Any:
-    """``ficklenet-evaluate``: a multirun without ``hydra.sweep.dir`` gets one named
-    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
-    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "evaluate")
-    return hydra_main()
+main = stage_main("evaluate", run_evaluate)
 
 
 if __name__ == "__main__":

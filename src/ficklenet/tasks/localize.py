@@ -20,22 +20,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.config import conf_dir, register_schemas
-from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.files import read_json, write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
 from ficklenet.localization.quality import score_localization
+from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run
 
 log = logging.getLogger(__name__)
@@ -124,10 +121,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     validate_localize(cfg)
     # Load (and so check) the checkpoint before the run directory gets anything:
     # a wrong file must not leave a config or manifest behind.
-    try:
-        classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt)
-    except ValueError as exc:
-        raise ValueError(f"classifier.ckpt: {exc}") from exc
+    classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt, key="classifier.ckpt")
     run_dir, _ = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
@@ -210,19 +204,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     return float(metrics.get("seed/miou", float("nan")))
 
 
-register_schemas()
-
-
-@hydra.main(config_path=str(conf_dir()), config_name="localize", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Any:
-    return run_localize(cfg)
-
-
-def main() -> Any:
-    """``ficklenet-localize``: a multirun without ``hydra.sweep.dir`` gets one named
-    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
-    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "localize")
-    return hydra_main()
+main = stage_main("localize", run_localize)
 
 
 if __name__ == "__main__":

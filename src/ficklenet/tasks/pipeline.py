@@ -156,7 +156,7 @@ def needs_own_processes(cfg: DictConfig) -> bool:
     if trainer is None:
         return False
     devices = trainer.get("devices", 1)
-    several = devices not in (1, "1", [0]) and not (isinstance(devices, str) and devices == "auto")
+    several = devices not in (1, "1", "auto", [0])
     return several or int(trainer.get("num_nodes", 1)) > 1 or "ddp" in str(trainer.strategy)
 
 

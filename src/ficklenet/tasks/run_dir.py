@@ -125,11 +125,12 @@ def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dic
         cfg.logger.group = group
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
+    info = run_info()  # runs git: once per start
     if is_rank_zero():
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(run_dir / "run_info.json", run_info())
-    config["run_info"] = run_info()
+        write_json(run_dir / "run_info.json", info)
+    config["run_info"] = info
     return run_dir, config
 
 

@@ -20,18 +20,14 @@ and the network's predictions: does growing improve on the seeds? Returns
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ficklenet.config import conf_dir, register_schemas
-from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.data.datamodule import (
     SegmentationDataModule,
     loader_kwargs,
@@ -53,6 +49,7 @@ from ficklenet.metrics import (
     seed_scores_from_counts,
 )
 from ficklenet.models.deeplab import to_output_grid, upsample_logits
+from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import is_rank_zero
 from ficklenet.tasks.training import fit, start_training
 
@@ -277,19 +274,7 @@ def _fmt(out: dict[str, Any]) -> tuple[float, float]:
     return (float("nan") if value is None else value, out["val/miou_best"])
 
 
-register_schemas()
-
-
-@hydra.main(config_path=str(conf_dir()), config_name="segment", version_base="1.3")
-def hydra_main(cfg: DictConfig) -> Any:
-    return run_segment(cfg)
-
-
-def main() -> Any:
-    """``ficklenet-segment``: a multirun without ``hydra.sweep.dir`` gets one named
-    by its command (:mod:`ficklenet.config.sweeps`), so rerunning it resumes."""
-    sys.argv[1:] = pin_sweep_dir(sys.argv[1:], "segment")
-    return hydra_main()
+main = stage_main("segment", run_segment)
 
 
 if __name__ == "__main__":
