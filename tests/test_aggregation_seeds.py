@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from ficklenet.geometry import grid_to_image
 from ficklenet.localization import (
     cam_labels,
     combine_maps,
@@ -45,16 +45,20 @@ def test_combine_maps_max_is_union_mean_is_mean():
 
 def test_combine_scales_resizes_unflips_and_combines():
     left = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # peak top-left
-    small = torch.tensor([[[0.0, 0.0, 0.5]]])  # another scale, 1×3
+    small = torch.tensor([[[0.0, 0.0, 0.5]]])  # another scale: a 1×3 grid
     # The flipped pass saw the peak on the other side; un-flipping puts it back.
-    out = combine_scales([left, left.flip(-1), small], (4, 6), flipped=[False, True, False])
-    up = F.interpolate(left[None], size=(4, 6), mode="bilinear", align_corners=False)[0]
-    up_small = F.interpolate(small[None], size=(4, 6), mode="bilinear", align_corners=False)[0]
+    # Stride 3: the 2×2 grid covers pixels 0 and 3 of a (4, 4) image.
+    out = combine_scales(
+        [left, left.flip(-1), small], (4, 4), 3, [(4, 4), (4, 4), (2, 7)], [False, True, False]
+    )
+    up = grid_to_image(left, (4, 4), 3)
+    assert up[0, 0, 0] == 1 and up[0, 3, 3] == 0 and up[0, 1, 0] == pytest.approx(2 / 3)
+    up_small = grid_to_image(small, (4, 4), 3, input_size=(2, 7))
     torch.testing.assert_close(out, torch.maximum(up, up_small))
-    mean = combine_scales([left, left.flip(-1)], (4, 6), [False, True], how="mean")
+    mean = combine_scales([left, left.flip(-1)], (4, 4), 3, flipped=[False, True], how="mean")
     torch.testing.assert_close(mean, up)
     with pytest.raises(ValueError, match="flip flags"):
-        combine_scales([left], (4, 6), flipped=[True, False])
+        combine_scales([left], (4, 4), 3, flipped=[True, False])
 
 
 def test_seeds_overlaps_and_unclaimed_pixels_are_unlabelled():
@@ -76,8 +80,8 @@ def test_seeds_thresholds_move_the_boundaries():
 def test_seeds_scale_free_and_resized_to_the_image():
     assert make_seeds(MAPS * 7.0, CLASSES).tolist() == make_seeds(MAPS, CLASSES).tolist()
     flat = np.ones((1, 2, 2), np.float32)
-    seeds = make_seeds(flat, [5], image_shape=(4, 6))
-    assert seeds.shape == (4, 6) and (seeds == 5).all()
+    seeds = make_seeds(flat, [5], image_shape=(4, 4))
+    assert seeds.shape == (4, 4) and (seeds == 5).all()
 
 
 def test_seeds_background_from_saliency():

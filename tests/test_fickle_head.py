@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from ficklenet.models.fickle import FickleHead, expand
 
 
-def _head(c=6, k=4, s=3, p=0.5, dropout="fickle"):
+def _head(c=6, k=4, s=3, p=0.5, dropout="fickle", scale_centre=True):
     torch.manual_seed(0)
-    head = FickleHead(c, k, kernel_size=s, p=p, dropout=dropout).double()
+    head = FickleHead(c, k, kernel_size=s, p=p, dropout=dropout, scale_centre=scale_centre)
+    head = head.double()
     with torch.no_grad():
         head.classifier.weight.normal_()
         head.classifier.bias.normal_()
@@ -41,9 +42,10 @@ def test_unmasked_expansion_equals_ordinary_conv():
     torch.testing.assert_close(head(x), want)
 
 
+@pytest.mark.parametrize("scale_centre", [True, False])
 @pytest.mark.parametrize("s,h,w", [(3, 6, 5), (9, 11, 10)])
-def test_forward_and_gradients_match_literal_expansion(s, h, w):
-    head = _head(c=5, k=3, s=s, p=0.7)
+def test_forward_and_gradients_match_literal_expansion(s, h, w, scale_centre):
+    head = _head(c=5, k=3, s=s, p=0.7, scale_centre=scale_centre)
     x = torch.randn(3, 5, h, w, dtype=torch.double, requires_grad=True)
     gen = torch.Generator().manual_seed(3)
     mask = torch.rand(3, 5, h * s, w * s, generator=gen) >= 0.7
@@ -58,17 +60,20 @@ def test_forward_and_gradients_match_literal_expansion(s, h, w):
         torch.testing.assert_close(got, want)
 
 
-def test_centre_of_every_block_is_always_kept():
-    head = _head(s=3, p=0.5)
+@pytest.mark.parametrize("scale_centre", [True, False])
+def test_centre_of_every_block_is_always_kept(scale_centre):
+    head = _head(s=3, p=0.5, scale_centre=scale_centre)
     x = torch.randn(2, 6, 4, 4, dtype=torch.double)
     mask = torch.rand(2, 6, 12, 12) >= 0.5
     no_centre = mask.clone()
     no_centre[:, :, 1::3, 1::3] = False
     torch.testing.assert_close(head(x, no_centre), head(x, mask | _centres(mask)))
-    # all dropped except centres: only the 1×1 centre tap of the kernel acts.
+    # all dropped except centres: only the 1×1 centre tap of the kernel acts,
+    # scaled by 1/(1-p) = 2 or not at all.
     none = torch.zeros_like(mask)
     centre_w = head.classifier.weight[:, :, 1:2, 1:2]
-    want = F.conv2d(x / 0.5, centre_w, head.classifier.bias).mean((2, 3))
+    centre_scale = 2.0 if scale_centre else 1.0
+    want = F.conv2d(x * centre_scale, centre_w, head.classifier.bias).mean((2, 3))
     torch.testing.assert_close(head(x, none), want)
 
 
@@ -109,11 +114,32 @@ def test_eval_is_deterministic_unless_stochastic_inference():
     head = _head(s=3, p=0.5)
     head.eval()
     x = torch.randn(1, 6, 5, 5, dtype=torch.double)
-    all_true = torch.ones(1, 6, 15, 15, dtype=torch.bool)
-    torch.testing.assert_close(head(x), head.forward_literal(x, all_true))
     torch.testing.assert_close(head(x), head(x))
     head.stochastic_inference = True
     assert not torch.allclose(head(x), head(x))
+
+
+@pytest.mark.parametrize("scale_centre", [True, False])
+@pytest.mark.parametrize("s,p", [(3, 0.5), (3, 0.9), (5, 0.3), (5, 0.7)])
+def test_eval_output_is_the_expectation_of_training_outputs(s, p, scale_centre):
+    """Monte-Carlo mean of training-mode outputs (fresh masks) against the eval output,
+    within 4 standard errors of the mean, class by class."""
+    head = _head(c=4, k=3, s=s, p=p, scale_centre=scale_centre)
+    x = torch.randn(2, 4, 6, 7, dtype=torch.double)
+    head.eval()
+    expected = head(x)
+    # The eval score map pools to the eval score (CAM's map is the expectation too).
+    torch.testing.assert_close(head.score_map(x).mean((2, 3)), expected)
+    head.train()
+    n = 3000
+    with torch.no_grad():
+        samples = torch.stack([head(x, seed=i) for i in range(n)])
+    mean, sem = samples.mean(0), samples.std(0) / n**0.5
+    assert (sem > 0).all()
+    assert ((mean - expected).abs() <= 4 * sem).all(), (mean - expected) / sem
+    # The old eval (every tap kept and scaled by 1/(1-p)) is far outside that band.
+    all_kept = head.forward_literal(x, torch.ones(1, 4, 6 * s, 7 * s, dtype=torch.bool))
+    assert ((mean - all_kept).abs() > 4 * sem).any()
 
 
 def test_batch_one_mask_broadcasts():

@@ -21,15 +21,14 @@ from ficklenet.data.datamodule import (
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCDataError, VOCReader
 from ficklenet.dsrg.crf import TRAIN_CRF
+from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes, train_crf_params
 from ficklenet.models.deeplab import (
     ASPPHead,
     ConvASPPHead,
     build_segmenter_net,
-    to_output_grid,
-    upsample_logits,
 )
-from ficklenet.tasks.segment import _grid_to_input, validate_segment
+from ficklenet.tasks.segment import validate_segment
 
 
 def compose_segment(*overrides: str) -> DictConfig:
@@ -108,27 +107,28 @@ def test_fc_init_from_vgg16_decimates_filters_and_taps() -> None:
 def test_output_grid_and_upsampling_are_aligned() -> None:
     # Output pixel i sits on input pixel 8i: a 321 crop gives 41x41 and back.
     x = torch.arange(321.0)[None, None, None, :].expand(1, 1, 321, 321)
-    grid = to_output_grid(x, (41, 41), 8)
+    grid = image_to_grid(x, (41, 41), 8)
     assert torch.equal(grid[0, 0, 0], torch.arange(0, 321, 8.0))
-    up = upsample_logits(grid, (321, 321), 8)
+    up = grid_to_image(grid, (321, 321), 8)
     torch.testing.assert_close(up, x)
     # Sizes that are not 8k+1: crop, or extend by the edge value.
-    up = upsample_logits(to_output_grid(x[..., :300, :300], (38, 38), 8), (300, 300), 8)
+    up = grid_to_image(image_to_grid(x[..., :300, :300], (38, 38), 8), (300, 300), 8)
     torch.testing.assert_close(up[0, 0, 0, :297], torch.arange(297.0))
     assert torch.all(up[0, 0, 0, 296:] == 296)
     labels = torch.arange(5)[None, None, :].expand(1, 5, 5)
-    assert _grid_to_input(labels, (5, 36), 8)[0, 0].tolist() == [0] * 4 + [
+    assert grid_to_image(labels, (5, 36), 8, mode="nearest")[0, 0].tolist() == [0] * 4 + [
         i // 8 + (i % 8 >= 4) for i in range(4, 36)
     ]
 
 
-def test_train_crf_params_follow_the_crop() -> None:
+def test_train_crf_params_are_the_official_preset_with_overrides() -> None:
     cfg = compose_segment()
-    assert train_crf_params(cfg.segmenter.crf, 321) == TRAIN_CRF
-    params = train_crf_params({"scale": None, "iterations": 5, "gauss_sxy": None}, 96)
+    assert train_crf_params(cfg.segmenter.crf) == TRAIN_CRF
+    params = train_crf_params({"reference_side": None, "iterations": 5, "gauss_sxy": None})
     assert params.iterations == 5 and params.gauss_sxy == TRAIN_CRF.gauss_sxy
-    assert params.scale == pytest.approx(12 * 321 / 96)
-    assert dataclasses.replace(TRAIN_CRF, scale=7.0) == train_crf_params({"scale": 7}, 321)
+    assert params.reference_side == TRAIN_CRF.reference_side
+    overridden = train_crf_params({"reference_side": 100})
+    assert dataclasses.replace(TRAIN_CRF, reference_side=100) == overridden
 
 
 # ----------------------------------------------------------------- LightningModule step
@@ -175,7 +175,7 @@ def test_semi_supervised_ground_truth_targets_stay_unchanged() -> None:
     gt = torch.zeros_like(batch["target"])
     gt[:, 12:36, 12:36] = 1
     out = model.dsrg_step(batch["image"], gt, batch["labels"])
-    assert torch.equal(out.grown, to_output_grid(gt, (6, 6), 8))
+    assert torch.equal(out.grown, image_to_grid(gt, (6, 6), 8))
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")

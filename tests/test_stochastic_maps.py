@@ -12,9 +12,10 @@ from ficklenet.localization.maps import keep_bits_table, sample_keep_bits
 from ficklenet.models.fickle import FickleHead
 
 
-def _head(c=4, k=5, s=3, p=0.6, dropout="fickle"):
+def _head(c=4, k=5, s=3, p=0.6, dropout="fickle", scale_centre=True):
     torch.manual_seed(0)
-    head = FickleHead(c, k, kernel_size=s, p=p, dropout=dropout).double()
+    head = FickleHead(c, k, kernel_size=s, p=p, dropout=dropout, scale_centre=scale_centre)
+    head = head.double()
     with torch.no_grad():
         head.classifier.weight.normal_()
         head.classifier.bias.normal_()
@@ -48,10 +49,12 @@ def autograd_maps(head, x, classes, masks, formula):
 
 
 @pytest.mark.parametrize("formula", ["grad_x_act", "gradcam"])
-@pytest.mark.parametrize("dropout", ["fickle", "general"])
+@pytest.mark.parametrize(
+    "dropout,scale_centre", [("fickle", True), ("fickle", False), ("general", True)]
+)
 @pytest.mark.parametrize("s,h,w", [(3, 6, 5), (9, 7, 6)])
-def test_closed_form_equals_autograd(formula, dropout, s, h, w):
-    head = _head(c=4, k=5, s=s, p=0.6, dropout=dropout)
+def test_closed_form_equals_autograd(formula, dropout, scale_centre, s, h, w):
+    head = _head(c=4, k=5, s=s, p=0.6, dropout=dropout, scale_centre=scale_centre)
     x = _features(4, h, w)
     gen = torch.Generator().manual_seed(2)
     masks = torch.rand(3, *head.mask_shape(x)[1:], generator=gen) >= 0.6
@@ -206,9 +209,9 @@ def _masks_from_words(head, x, calls):
     return torch.stack(samples)
 
 
-@pytest.mark.parametrize("s", [3, 9])
-def test_sampled_maps_are_the_maps_of_the_drawn_masks(monkeypatch, s):
-    head = _head(c=3, k=4, s=s, p=0.7)
+@pytest.mark.parametrize("s,scale_centre", [(3, True), (3, False), (9, True)])
+def test_sampled_maps_are_the_maps_of_the_drawn_masks(monkeypatch, s, scale_centre):
+    head = _head(c=3, k=4, s=s, p=0.7, scale_centre=scale_centre)
     x = _features(3, 6, 5)
     calls = _record_blocks(monkeypatch)
     monkeypatch.setattr(maps_mod, "_UNIT_CPU", 40)  # several blocks per mask
@@ -222,8 +225,9 @@ def test_sampled_maps_are_the_maps_of_the_drawn_masks(monkeypatch, s):
     torch.testing.assert_close(agg, want.amax(0))
 
 
-def test_sampled_gradcam_uses_binomial_counts_of_kept_windows(monkeypatch):
-    head = _head(c=3, k=4, s=3, p=0.7)
+@pytest.mark.parametrize("scale_centre", [True, False])
+def test_sampled_gradcam_uses_binomial_counts_of_kept_windows(monkeypatch, scale_centre):
+    head = _head(c=3, k=4, s=3, p=0.7, scale_centre=scale_centre)
     x = _features(3, 5, 4)
     calls = _record(monkeypatch, "_draw_counts")
     gen = torch.Generator().manual_seed(7)

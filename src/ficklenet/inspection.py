@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.data.datamodule import make_reader
 from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCReader, read_label_png
 from ficklenet.files import read_json
+from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import image_seed, output_paths
 from ficklenet.lit.segmenter import DSRGSegmenter
@@ -67,6 +67,9 @@ class ImageInspection:
     crf: np.ndarray  # (21, h', w'): the segmenter's CRF-refined probabilities
     grown: np.ndarray  # uint8 (h', w'): the seeds after DSRG's region growing
     grid_seeds: np.ndarray  # uint8 (h', w'): the seeds on the output grid
+    map_input_size: tuple[int, int]  # (H', W'): the resized image the maps were made on
+    map_stride: int  # the classifier's output stride
+    grid_stride: int  # the segmenter's output stride
     prediction: np.ndarray  # uint8 (H, W)
     prediction_source: str  # the file it came from, or "segmenter"
     truth: np.ndarray | None  # uint8 (H, W) ground truth, when the split has it
@@ -154,10 +157,7 @@ class RunView:
         opt = self.localize_cfg.localize
         _, image = self._normalised(image_id)
         classes = [int(c) - 1 for c in self.reader.labels(image_id)]
-        h, w = image.shape[-2:]
-        scale = float(opt.scales[0])
-        size = (max(8, round(h * scale)), max(8, round(w * scale)))
-        scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+        scaled = resize(image[None], self.map_input_size(image_id))
         x = self.classifier.features(scaled)
         gen = torch.Generator(device=x.device)
         gen.manual_seed(image_seed(int(self.manifest["seed"]), image_id, 0, False))
@@ -173,6 +173,11 @@ class RunView:
             return_all=True,
         )
         return every.float().cpu().numpy(), aggregate.float().cpu().numpy()
+
+    def map_input_size(self, image_id: str) -> tuple[int, int]:
+        """The image's size at the first localization scale (what the maps saw)."""
+        h, w = self.reader.image(image_id).shape[:2]
+        return scaled_size((h, w), float(self.localize_cfg.localize.scales[0]), minimum=8)
 
     def run_seeds(self, image_id: str) -> np.ndarray:
         """The run's seeds (uint8 (H, W), 255 unlabelled)."""
@@ -229,6 +234,9 @@ class RunView:
             crf=crf,
             grown=grown,
             grid_seeds=grid_seeds,
+            map_input_size=self.map_input_size(image_id),
+            map_stride=self.classifier.backbone.output_stride,
+            grid_stride=self.segmenter.output_stride,
             prediction=prediction,
             prediction_source=source,
             truth=self.reader.mask(image_id) if self.reader.has_mask(image_id) else None,
@@ -244,12 +252,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> RunView
     return RunView(run_dir, device)
 
 
-def _upsample(maps: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(t, size=size, mode=mode, **kwargs)[0].numpy()
-
-
 def plot_inspection(ins: ImageInspection) -> Any:
     """Two rows: the N stochastic maps (max over the image's classes, over the
     image); then image, aggregate of those N, the run's aggregate, seeds, grown
@@ -260,24 +262,27 @@ def plot_inspection(ins: ImageInspection) -> Any:
     from ficklenet.viz import label_overlay, map_overlay
 
     size = ins.image.shape[:2]
+
+    def on_image(maps: np.ndarray) -> np.ndarray:
+        grid = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+        return grid_to_image(grid, size, ins.map_stride, input_size=ins.map_input_size).numpy()
+
     names = ", ".join(VOC_CLASSES[c - 1] for c in ins.classes) or "(no labels)"
     bottom: list[tuple[str, np.ndarray]] = [
         ("image", ins.image),
-        (f"aggregate of {len(ins.maps)}", map_overlay(ins.image, _upsample(ins.aggregate, size))),
+        (f"aggregate of {len(ins.maps)}", map_overlay(ins.image, on_image(ins.aggregate))),
     ]
     if ins.run_maps is not None:
         bottom.append(("run's aggregate", map_overlay(ins.image, ins.run_maps)))
-    grown = _upsample(ins.grown[None].astype(np.float32), size, mode="nearest")[0]
+    grown = grid_to_image(torch.from_numpy(ins.grown), size, ins.grid_stride, mode="nearest")
     bottom += [
         ("seeds", label_overlay(ins.image, ins.seeds)),
-        ("grown seeds (DSRG)", label_overlay(ins.image, grown.astype(np.uint8))),
+        ("grown seeds (DSRG)", label_overlay(ins.image, grown.numpy())),
         (f"prediction ({ins.prediction_source})", label_overlay(ins.image, ins.prediction)),
     ]
     if ins.truth is not None:
         bottom.append(("ground truth", label_overlay(ins.image, ins.truth)))
-    top = [
-        (f"map {i + 1}", map_overlay(ins.image, _upsample(m, size))) for i, m in enumerate(ins.maps)
-    ]
+    top = [(f"map {i + 1}", map_overlay(ins.image, on_image(m))) for i, m in enumerate(ins.maps)]
     cols = max(len(top), len(bottom))
     fig, axes = plt.subplots(2, cols, figsize=(1.9 * cols, 4.4), squeeze=False)
     for row, panels in enumerate((top, bottom)):

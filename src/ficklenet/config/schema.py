@@ -90,6 +90,9 @@ class ClassifierModelConfig:
     kernel_size: int = 9
     # "fickle": centre-preserving spatial dropout; "general": plain dropout (Table 5).
     dropout: str = "fickle"
+    # Also scale the never-dropped centre of each window by 1/(1-p) (the paper does
+    # not say; docs/method.md gives the measurement behind the default).
+    scale_centre: bool = True
 
 
 @dataclass
@@ -288,9 +291,9 @@ class TrainCRFConfig:
     iterations: int | None = None
     # 0 disables the clip of Q.
     out_min_prob: float | None = None
-    # Both sxy are divided by this. DSRG uses 12 on the 41x41 map of a 321 crop;
-    # null keeps that ratio to the crop: 12 * 321 / data.crop_size.
-    scale: float | None = None
+    # The longer map side (in cells) the sxy are set for; they scale with the map
+    # the CRF sees. null: 492 = 41 x 12, DSRG's sxy/12 on the 41x41 map of a 321 crop.
+    reference_side: float | None = None
 
 
 @dataclass

@@ -10,15 +10,25 @@ release (``CRF/krahenbuhl2013/CRF.py``, ``pylayers.py`` ``CRFLayer``,
 ``training/tools/test-ms.py``):
 
 * test (:data:`TEST_CRF`, the defaults of :func:`dense_crf`): unary energy
-  ``−log p`` with ``p`` clipped below at 1e-5, spatial scale 1;
+  ``−log p`` with ``p`` clipped below at 1e-5, σxy 80 and 3 on the full image;
 * training (:data:`TRAIN_CRF`): ``p`` clipped below at 1e-4, and the unary energy
   handed to the CRF is the *negative probability* ``−p`` itself, not ``−log p``
   (``CRFLayer`` passes the clipped softmax as ``unary`` and ``CRF()`` calls
   ``set_unary_energy(-unary)``). paper-notes.md's "unary −p (clipped ≥ 1e-4)"
   is therefore literal; ``unary="neg_log_prob"`` gives the other reading. The
-  spatial σ's are divided by the scale factor 12 (output stride 8 of a 321
-  input: the 41×41 map is roughly 1/8 of the image, and the official code uses
-  12), and the output ``Q`` is clipped below at 1e-4 and renormalised.
+  spatial σ's are divided by the scale factor 12 (the official code's, for the
+  41×41 map of a 321 crop at output stride 8), and the output ``Q`` is clipped
+  below at 1e-4 and renormalised.
+
+Kernel widths follow the image size. The official σxy are pixel distances set
+for VOC: test images are at most 500 pixels a side (most have a 500-pixel side),
+and the training map is 41 cells a side seen through σ/12, i.e. σ for a
+41·12 = 492-pixel side. A σ that spans a sixth of a VOC image spans the whole of
+a 96-pixel toy image and blurs every object into its background, so here each
+preset states the side its σ's were set for (``reference_side``: 500 for test,
+492 for training) and :func:`dense_crf` multiplies them by the longer side of the
+image it is given over that reference: the official values at VOC size, the same
+fraction of the image at any other size (``docs/design.md``, "Dense CRF").
 
 Fields of :class:`CRFParams` are the keyword arguments of :func:`dense_crf`.
 
@@ -61,14 +71,16 @@ class CRFParams:
             ``−p`` (the official training CRF).
         min_prob: ``p`` is clipped below at this before the unary is formed
             (test: 1e-5 as in ``test-ms.py``; training: 1e-4).
-        gauss_sxy: σxy of the Gaussian (smoothness) kernel, in pixels at scale 1.
+        gauss_sxy: σxy of the Gaussian (smoothness) kernel, in pixels of an image
+            whose longer side is ``reference_side``.
         gauss_compat: Potts weight of the Gaussian kernel.
-        bilateral_sxy: σxy of the bilateral (appearance) kernel at scale 1.
+        bilateral_sxy: σxy of the bilateral (appearance) kernel, likewise.
         bilateral_srgb: σrgb of the bilateral kernel.
         bilateral_compat: Potts weight of the bilateral kernel.
         iterations: mean-field iterations.
-        scale: both σxy are divided by this; DSRG uses 12 for the 41×41 training
-            map of a 321×321 input (output stride 8), 1 at full resolution.
+        reference_side: the longer image side the σxy were set for; on an image
+            whose longer side is L both σxy are multiplied by L / reference_side.
+            None uses them as given, in pixels of any image.
         out_min_prob: if set, ``Q`` is clipped below at this and renormalised
             (the official training layers do so with 1e-4).
     """
@@ -81,7 +93,7 @@ class CRFParams:
     bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     iterations: int = 10
-    scale: float = 1.0
+    reference_side: float | None = 500.0
     out_min_prob: float | None = None
 
 
@@ -89,9 +101,18 @@ class CRFParams:
 TEST_CRF = CRFParams()
 
 #: DSRG's training CRF (``CRFLayer`` / ``UpdateSeedLayer3.refinement``) on the
-#: output-resolution map; use ``replace(TRAIN_CRF, scale=...)`` for another
-#: input size or output stride.
-TRAIN_CRF = CRFParams(unary="neg_prob", min_prob=1e-4, scale=12.0, out_min_prob=1e-4)
+#: output-resolution map: σ/12 on the 41-cell map of a 321 crop, i.e. σ set for a
+#: 41·12-pixel side.
+TRAIN_CRF = CRFParams(unary="neg_prob", min_prob=1e-4, reference_side=41 * 12.0, out_min_prob=1e-4)
+
+
+def kernel_scale(params: CRFParams, height: int, width: int) -> float:
+    """The factor :func:`dense_crf` applies to both σxy on an ``height × width`` image."""
+    if params.reference_side is None:
+        return 1.0
+    if params.reference_side <= 0:
+        raise ValueError(f"reference_side must be positive (or None), got {params.reference_side}")
+    return max(height, width) / float(params.reference_side)
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, **params: Any) -> np.ndarray:
@@ -127,13 +148,14 @@ def _dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nd
     else:
         raise ValueError(f"unknown unary {params.unary!r}")
 
+    factor = kernel_scale(params, h, w)
     crf = dcrf.DenseCRF2D(w, h, k)
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(k, h * w), dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=params.gauss_sxy / params.scale, compat=params.gauss_compat)
+    crf.addPairwiseGaussian(sxy=params.gauss_sxy * factor, compat=params.gauss_compat)
     crf.addPairwiseBilateral(
-        sxy=params.bilateral_sxy / params.scale,
+        sxy=params.bilateral_sxy * factor,
         srgb=params.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        rgbim=np.require(image, requirements=["C", "W"]),  # pydensecrf needs writable
         compat=params.bilateral_compat,
     )
     q = np.asarray(crf.inference(params.iterations), dtype=np.float32).reshape(k, h, w)
@@ -269,5 +291,6 @@ __all__ = [
     "dense_crf",
     "dense_crf_batch",
     "default_workers",
+    "kernel_scale",
     "shutdown_pools",
 ]

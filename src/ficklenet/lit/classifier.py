@@ -66,6 +66,7 @@ class FickleClassifier(pl.LightningModule):
             kernel_size=int(cfg.model.kernel_size),
             p=float(cfg.model.p),
             dropout=cfg.model.dropout,
+            scale_centre=bool(cfg.model.get("scale_centre", True)),
         )
         self.val_map = MultilabelAveragePrecision(num_labels=NUM_CLASSES, average="macro")
         self.val_f1 = MultilabelF1Score(num_labels=NUM_CLASSES, average="macro")
@@ -117,7 +118,12 @@ class FickleClassifier(pl.LightningModule):
         scores = self.head(x)
         labels = batch["labels"]
         if batch_idx == 0 and (n := panels_wanted(self)):
-            self._panels = cam_panels(batch["image"][:n], self.head.score_map(x[:n]), labels[:n])
+            self._panels = cam_panels(
+                batch["image"][:n],
+                self.head.score_map(x[:n]),
+                labels[:n],
+                self.backbone.output_stride,
+            )
         loss = F.multilabel_soft_margin_loss(scores, labels)
         targets = labels.int()
         self.val_map.update(scores, targets)

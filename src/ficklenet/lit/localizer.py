@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from ficklenet.data.classes import save_palette_png
@@ -30,6 +29,7 @@ from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
 from ficklenet.data.voc import VOCReader
 from ficklenet.files import atomic_path
+from ficklenet.geometry import resize, scaled_size
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.localization import combine_scales, make_seeds, normalize_maps, sample_maps
 from ficklenet.viz import label_overlay, map_overlay, save_panel
@@ -107,10 +107,10 @@ class Localizer(pl.LightningModule):
         """Aggregated, max-normalised maps (len(classes), H, W) at image size."""
         opt = self.opt
         _, h, w = image.shape
-        passes, flips = [], []
+        passes, sizes, flips = [], [], []
         for si, scale in enumerate(opt.scales):
-            size = (max(8, round(h * scale)), max(8, round(w * scale)))
-            scaled = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+            size = scaled_size((h, w), scale, minimum=8)
+            scaled = resize(image[None], size)
             for flipped in [False, True] if opt.flip else [False]:
                 x = self.classifier.features(scaled.flip(-1) if flipped else scaled)
                 gen = torch.Generator(device=x.device)
@@ -127,8 +127,10 @@ class Localizer(pl.LightningModule):
                         aggregate=opt.aggregate,
                     )
                 )
+                sizes.append(size)
                 flips.append(flipped)
-        combined = combine_scales(passes, (h, w), flips, how=opt.aggregate)
+        stride = self.classifier.backbone.output_stride
+        combined = combine_scales(passes, (h, w), stride, sizes, flips, how=opt.aggregate)
         return normalize_maps(combined).clamp(0, 1).float().cpu().numpy()
 
     @torch.no_grad()

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 from ficklenet.data.classes import CLASS_NAMES, VOC_CLASSES
 from ficklenet.data.transforms import denormalize
+from ficklenet.geometry import grid_to_image
 from ficklenet.viz import label_overlay, map_overlay, side_by_side
 
 __all__ = [
@@ -86,17 +86,18 @@ def log_panels(
 
 @torch.no_grad()
 def cam_panels(
-    images: Tensor, score_maps: Tensor, labels: Tensor
+    images: Tensor, score_maps: Tensor, labels: Tensor, stride: int
 ) -> tuple[list[np.ndarray], list[str]]:
     """Classifier panels: [image | CAM heat map of the image's classes].
 
     ``images`` (B, 3, H, W) normalised, ``score_maps`` (B, 20, h, w) the head's
-    class-score maps, ``labels`` (B, 20) multi-hot. Each present class's map is
+    class-score maps on the grid of output stride ``stride``, ``labels`` (B, 20)
+    multi-hot. Each present class's map is
     rectified, upsampled to the image and divided by its maximum; the overlay
     shows their per-pixel maximum. Captions name the classes.
     """
     size = tuple(images.shape[-2:])
-    maps = F.interpolate(score_maps.float(), size=size, mode="bilinear", align_corners=False)
+    maps = grid_to_image(score_maps.float(), size, stride)
     maps = maps.clamp_min(0)
     peak = maps.flatten(2).amax(dim=2).clamp_min(1e-12)[:, :, None, None]
     maps = (maps / peak).cpu().numpy()

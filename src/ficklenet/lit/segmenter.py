@@ -47,6 +47,7 @@ from ficklenet.data.transforms import denormalize
 from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
+from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import (
     log_panels,
@@ -54,27 +55,19 @@ from ficklenet.lit.panels import (
     segmentation_panels,
 )
 from ficklenet.metrics import ConfusionMIoU
-from ficklenet.models.deeplab import build_segmenter_net, to_output_grid, upsample_logits
+from ficklenet.models.deeplab import build_segmenter_net
 
 __all__ = ["DSRGOutputs", "DSRGSegmenter", "present_classes", "train_crf_params"]
 
 STAGE = "segment"
 
-# DSRG's training CRF divides its σxy by 12 for the 41×41 map of a 321 crop.
-_OFFICIAL_CROP = 321
-_OFFICIAL_SCALE = 12.0
 
-
-def train_crf_params(crf_cfg: Any, crop_size: int) -> CRFParams:
+def train_crf_params(crf_cfg: Any) -> CRFParams:
     """The training CRF: :data:`~ficklenet.dsrg.crf.TRAIN_CRF` with the non-null keys
-    of ``segmenter.crf``; a null ``scale`` keeps DSRG's ratio to the crop
-    (``12 · 321 / crop_size``, 12 at 321)."""
+    of ``segmenter.crf`` (its σxy follow the size of the map, DSRG's at 41×41)."""
     values = dict(crf_cfg) if crf_cfg is not None else {}
-    scale = values.pop("scale", None)
-    if scale is None:
-        scale = _OFFICIAL_SCALE * _OFFICIAL_CROP / float(crop_size)
     overrides = {k: v for k, v in values.items() if v is not None}
-    return replace(TRAIN_CRF, scale=float(scale), **overrides)
+    return replace(TRAIN_CRF, **overrides)
 
 
 def present_classes(labels: Tensor) -> Tensor:
@@ -120,7 +113,7 @@ class DSRGSegmenter(pl.LightningModule):
             init_fc_from_imagenet=bool(seg.init_fc_from_imagenet),
             load_pretrained=load_pretrained,
         )
-        self.crf_params = train_crf_params(seg.crf, int(cfg.data.crop_size))
+        self.crf_params = train_crf_params(seg.crf)
         self.crf_workers = default_workers() if seg.crf_workers is None else int(seg.crf_workers)
         self.val_miou = ConfusionMIoU(num_classes=NUM_CLASSES + 1)
         self.best_miou = 0.0
@@ -151,12 +144,12 @@ class DSRGSegmenter(pl.LightningModule):
     def predict_logits(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Logits upsampled to ``size`` (default: the input's size)."""
         logits = self(images)
-        return upsample_logits(logits, size or tuple(images.shape[-2:]), self.output_stride)
+        return grid_to_image(logits, size or tuple(images.shape[-2:]), self.output_stride)
 
     def refine(self, images: Tensor, probs: Tensor) -> Tensor:
         """The training CRF's Q for output-grid ``probs`` (B, 21, h, w) on normalised
         ``images`` (B, 3, H, W), sampled to the same grid."""
-        small = to_output_grid(images, probs.shape[-2:], self.output_stride)
+        small = image_to_grid(images, probs.shape[-2:], self.output_stride)
         images_u8 = np.stack([denormalize(image) for image in small.float()])
         q = dense_crf_batch(images_u8, probs.detach().float(), self.crf_params, self.crf_workers)
         return torch.from_numpy(q).to(device=probs.device, dtype=probs.dtype)
@@ -169,7 +162,7 @@ class DSRGSegmenter(pl.LightningModule):
         start = time.perf_counter()
         q = self.refine(images, probs)
         self.crf_seconds = time.perf_counter() - start
-        seeds = to_output_grid(targets, logits.shape[-2:], self.output_stride).long()
+        seeds = image_to_grid(targets, logits.shape[-2:], self.output_stride).long()
         grown = grow(q, seeds, present_classes(labels), float(seg.fg_thresh), float(seg.bg_thresh))
         seed_loss = balanced_seed_loss(torch.log(probs), grown)
         bound_loss = boundary_loss(probs, q)

@@ -5,7 +5,8 @@ class by its own maximum and takes their union, i.e. the pixel-wise maximum;
 the mean is offered for comparison (``paper-notes.md``, "Localization maps and
 seeds"). At test time maps may also be computed at several image scales and on
 the flipped image; :func:`combine_scales` brings those (already aggregated per
-scale by the caller) to the image size and combines them.
+scale by the caller) to the image with :func:`ficklenet.geometry.grid_to_image`
+and combines them.
 
 Every function is pure: tensors in, new tensors out.
 """
@@ -16,8 +17,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ficklenet.geometry import grid_to_image
 
 Aggregate = Literal["max", "mean"]
 AGGREGATES: tuple[str, ...] = ("max", "mean")
@@ -45,19 +47,25 @@ def combine_maps(maps: Tensor, how: Aggregate = "max", dim: int = 0) -> Tensor:
 def combine_scales(
     maps: Sequence[Tensor],
     size: tuple[int, int],
+    stride: int,
+    input_sizes: Sequence[tuple[int, int]] | None = None,
     flipped: Sequence[bool] | None = None,
     how: Aggregate = "max",
 ) -> Tensor:
-    """Maps of several scales (and flips) brought to ``size`` and combined.
+    """Maps of several scales (and flips) brought to the image and combined.
 
     Args:
-        maps: one (K, h_i, w_i) map per pass, each already aggregated over its
-            N stochastic maps; the classes (K) are the same for every pass.
-        size: (H, W) of the image; each map is resized bilinearly
-            (``align_corners=False``).
-        flipped: for each pass, whether it ran on the horizontally flipped
-            image; those maps are flipped back before combining.
+        maps: one (K, h_i, w_i) feature-grid map per pass, each already aggregated
+            over its N stochastic maps; the classes (K) are the same for every pass.
+        size: (H, W) of the image.
+        stride: the backbone's output stride (cell ``i`` on input pixel ``stride·i``).
+        input_sizes: for each pass, the (H', W') of the resized image it ran on
+            (default: ``size``).
+        flipped: for each pass, whether it ran on the horizontally flipped image.
         how: ``max`` or ``mean`` over the passes.
+
+    Each map goes through :func:`ficklenet.geometry.grid_to_image`, so a cell lands on
+    the image pixel it describes whatever the scale and flip.
 
     Returns:
         (K, H, W). Not renormalised: seeds (:func:`~ficklenet.localization.seeds.make_seeds`)
@@ -67,14 +75,16 @@ def combine_scales(
     if not maps:
         raise ValueError("combine_scales needs at least one map")
     flipped = list(flipped) if flipped is not None else [False] * len(maps)
-    if len(flipped) != len(maps):
-        raise ValueError(f"{len(maps)} maps but {len(flipped)} flip flags")
+    input_sizes = list(input_sizes) if input_sizes is not None else [tuple(size)] * len(maps)
+    if not len(flipped) == len(input_sizes) == len(maps):
+        raise ValueError(
+            f"{len(maps)} maps but {len(input_sizes)} input sizes and {len(flipped)} flip flags"
+        )
     resized = []
-    for m, flip in zip(maps, flipped, strict=True):
+    for m, input_size, flip in zip(maps, input_sizes, flipped, strict=True):
         if m.dim() != 3:
             raise ValueError(f"each map must be (K, h, w), got {tuple(m.shape)}")
-        up = F.interpolate(m[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-        resized.append(up.flip(-1) if flip else up)
+        resized.append(grid_to_image(m, size, stride, input_size=input_size, flipped=flip))
     return combine_maps(torch.stack(resized), how)
 
 

@@ -14,7 +14,8 @@ mask of window offset ``o = (a, b)`` (``m_o[c, i, j] = mask[c, i·s+a, j·s+b]``
     dS_k/dx[c, q] = scale · Σ_o W[k, c, o] · m_o[c, q - d_o]
 
 over the offsets whose window ``q - d_o`` lies inside the map; the centre
-offset is always kept. Two map formulas (DESIGN.md, ``stochastic_maps``):
+offset is always kept, and weighs ``scale`` or ``1 / (h·w)`` as the head's
+``scale_centre`` says. Two map formulas (DESIGN.md, ``stochastic_maps``):
 
 ``grad_x_act``
     ``ReLU(Σ_c x[c] ⊙ dS_k/dx[c])``: the per-location gradient, which is what
@@ -212,6 +213,7 @@ class _Setup:
     s: int
     p: float
     scale: float  # 1 / (h·w·(1-p)) for fickle, 1 / (1-p) for general
+    centre_scale: float  # the always-kept centre's: scale, or 1 / (h·w) (fickle)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -239,8 +241,15 @@ def _setup(head: FickleHead, x: Tensor, classes: Sequence[int]) -> _Setup:
     p = float(head.p)
     general = head.dropout == "general"
     scale = 1.0 / (1.0 - p) if general else 1.0 / (h * w * (1.0 - p))
+    centre_scale = scale if head.scale_centre else 1.0 / (h * w)
     return _Setup(
-        "general" if general else "fickle", x.detach()[0], weight, head.kernel_size, p, scale
+        "general" if general else "fickle",
+        x.detach()[0],
+        weight,
+        head.kernel_size,
+        p,
+        scale,
+        centre_scale,
     )
 
 
@@ -380,7 +389,7 @@ def _add_block(plan: _Plan, blk: _Block, keep: Tensor, acc: Tensor) -> None:
 def _finish_grad_x_act(st: _Setup, plan: _Plan, acc: Tensor) -> Tensor:
     """(B, h·w, K') sums → raw maps (B, K', h, w)."""
     _, h, w = st.shape
-    maps = (acc.transpose(1, 2) + plan.centre).mul_(st.scale).clamp_min_(0)
+    maps = (acc.transpose(1, 2) * st.scale).add_(plan.centre, alpha=st.centre_scale).clamp_min_(0)
     return maps.view(acc.shape[0], -1, h, w)
 
 
@@ -391,7 +400,7 @@ def _gradcam_from_counts(st: _Setup, counts: Tensor) -> Tensor:
     k = st.weight.shape[0]
     w_off = st.weight.reshape(k, c, s * s)[:, :, [a * s + b for a, b in st.offsets]]
     alpha = torch.einsum("kco,bco->bkc", w_off, counts.to(st.x.dtype))
-    alpha = (alpha + st.weight[:, :, r, r] * (h * w)) * (st.scale / (h * w))
+    alpha = alpha * (st.scale / (h * w)) + st.weight[:, :, r, r] * st.centre_scale
     maps = torch.einsum("bkc,cq->bkq", alpha, st.x.reshape(c, h * w)).clamp_min_(0)
     return maps.view(-1, k, h, w)
 

@@ -23,15 +23,12 @@ and only ``fc8`` is new (10×), as in the official solver. Otherwise the whole h
 is new.
 
 Geometry: every backbone maps input pixel ``stride·i`` to output pixel ``i`` (each
-stride-2 layer is centred), so :func:`to_output_grid` samples labels and images at
-those pixels and :func:`upsample_logits` interpolates logits back with exactly that
-alignment (``align_corners=True`` over ``stride·(h-1)+1`` pixels; a 321 crop gives
-41×41 and back to 321 with no shift).
+stride-2 layer is centred); :mod:`ficklenet.geometry` moves labels and logits
+between the image and the output grid with exactly that alignment.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -50,8 +47,6 @@ __all__ = [
     "SegmenterNet",
     "build_segmenter_net",
     "default_head_settings",
-    "to_output_grid",
-    "upsample_logits",
 ]
 
 #: Dilations of the official heads, for the 41×41 map of a 321 crop.
@@ -310,38 +305,3 @@ def _init_fc(head: ASPPHead, backbone: Backbone) -> None:
         )
         return
     head.init_fc_from_vgg16(state)
-
-
-def to_output_grid(x: Tensor, size: Sequence[int], stride: int) -> Tensor:
-    """Sample the last two axes of ``x`` at the pixels ``stride·i`` the network's
-    output pixel ``i`` sits on, giving ``size`` (h, w) — nearest sampling, so label
-    values are never mixed. For 321 → 41 at stride 8 this is exactly what the
-    official ``ndimage.zoom(order=1)`` of the image gives (integer positions)."""
-    h, w = (int(s) for s in size)
-    height, width = x.shape[-2:]
-    ys = (torch.arange(h, device=x.device) * stride).clamp(max=height - 1)
-    xs = (torch.arange(w, device=x.device) * stride).clamp(max=width - 1)
-    return x[..., ys[:, None], xs[None, :]]
-
-
-def upsample_logits(logits: Tensor, size: Sequence[int], stride: int) -> Tensor:
-    """Bilinear upsampling of (B, K, h, w) output-grid logits to input size ``size``.
-
-    Output pixel ``i`` lies on input pixel ``stride·i``: interpolate with
-    ``align_corners=True`` onto ``stride·(h-1)+1`` pixels, then crop or extend (by
-    repeating the edge) to ``size``.
-    """
-    height, width = (int(s) for s in size)
-    h, w = logits.shape[-2:]
-    full_h, full_w = stride * (h - 1) + 1, stride * (w - 1) + 1
-    out = F.interpolate(logits, size=(full_h, full_w), mode="bilinear", align_corners=True)
-    out = out[..., : min(height, full_h), : min(width, full_w)]
-    pad_h, pad_w = height - out.shape[-2], width - out.shape[-1]
-    if pad_h > 0 or pad_w > 0:
-        out = F.pad(out, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode="replicate")
-    return out
-
-
-def output_size(size: Sequence[int], stride: int) -> tuple[int, int]:
-    """The network's output (h, w) for an input (H, W): ``ceil(H / stride)``."""
-    return tuple(math.ceil(int(s) / stride) for s in size)  # type: ignore[return-value]

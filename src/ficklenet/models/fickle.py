@@ -9,14 +9,23 @@ probability ``p`` except the centre of every block; the kept elements are
 scaled by 1/(1-p); a conv with kernel s and stride s gives a (B, K, h, w) score
 map, averaged over space.
 
+Whether the never-dropped centre is scaled by 1/(1-p) as well is not stated in
+the paper; ``scale_centre`` chooses (``docs/method.md`` reports the measurement
+behind the default). Without a mask (eval mode without stochastic inference) the
+head returns the *expectation* of the training output over masks, as ordinary
+dropout does at test time: off-centre taps weigh 1 (kept with probability 1-p,
+scaled by 1/(1-p)), the centre weighs 1/(1-p) or 1.
+
 The literal expansion costs s² times the memory of ``x`` (about 280 MB per
 image at s=9 on a 512×41×41 map), plus as much again for its mask and its
 gradient. Because the classifier is linear and followed by global average
 pooling, the score only needs, for each of the s² offsets (a, b) of a window,
 the spatial sum of the kept, shifted feature map:
 
-    S_k = bias_k + 1/(h·w·(1-p)) · Σ_{a,b} Σ_c W[k,c,a,b] · z[c,a,b],
-    z[c,a,b] = Σ_{i,j} m[c, i·s+a, j·s+b] · x_pad[c, i+a, j+b].
+    S_k = bias_k + 1/(h·w) · Σ_{a,b} t[a,b] Σ_c W[k,c,a,b] · z[c,a,b],
+    z[c,a,b] = Σ_{i,j} m[c, i·s+a, j·s+b] · x_pad[c, i+a, j+b],
+
+with ``t`` the per-tap scale (:meth:`FickleHead.tap_scales`).
 
 :class:`_FickleGAP` computes this offset by offset, keeping only ``z``
 (B, C, s, s) for the backward pass. When the head samples the mask itself, it
@@ -62,7 +71,9 @@ def _offsets(s: int) -> list[tuple[int, int]]:
 
 
 class _FickleGAP(torch.autograd.Function):
-    """GAP(conv_{s×s, stride s}(mask ⊙ expand(x) / (1-p))) without the expansion.
+    """GAP(conv_{s×s, stride s}(t ⊙ mask ⊙ expand(x))) without the expansion.
+
+    ``t`` (s, s) scales each tap of a window (:meth:`FickleHead.tap_scales`).
 
     The mask comes either as a bool tensor in the expanded layout (broadcast
     over the batch when its batch size is 1) or as a generator seed, from which
@@ -78,6 +89,7 @@ class _FickleGAP(torch.autograd.Function):
         x: Tensor,
         weight: Tensor,
         bias: Tensor | None,
+        taps: Tensor,
         p: float,
         mask: Tensor | None,
         seed: int | None,
@@ -95,26 +107,25 @@ class _FickleGAP(torch.autograd.Function):
             else:
                 kept = keep[:, :, out_rows, out_cols]
                 z[:, :, a, bb] = kept.mul_(shifted).sum(dim=(2, 3))
-        scale = 1.0 / (h * w * (1.0 - p))
-        scores = torch.einsum("kcab,ncab->nk", weight, z) * scale
+        taps = taps.to(z.dtype) / (h * w)
+        scores = torch.einsum("kcab,ncab->nk", weight, z * taps)
         if bias is not None:
             scores = scores + bias
-        ctx.save_for_backward(weight, z, mask if mask is not None else x.new_empty(0))
+        ctx.save_for_backward(weight, z, taps, mask if mask is not None else x.new_empty(0))
         ctx.meta = (p, seed, mask is not None, bias is not None, x.shape, x.dtype)
         return scores
 
     @staticmethod
     def backward(ctx, grad_scores: Tensor):  # type: ignore[override]
-        weight, z, mask = ctx.saved_tensors
+        weight, z, taps, mask = ctx.saved_tensors
         p, seed, has_mask, has_bias, x_shape, x_dtype = ctx.meta
         s = weight.shape[-1]
         b, c, h, w = x_shape
-        scale = 1.0 / (h * w * (1.0 - p))
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            # dS_k/dz[c,a,b] = W[k,c,a,b]·scale, and dz[c,a,b]/dx is that
+            # dS_k/dz[c,a,b] = W[k,c,a,b]·t[a,b]/(h·w), and dz[c,a,b]/dx is that
             # offset's mask, shifted back.
-            grad_z = torch.einsum("nk,kcab->ncab", grad_scores, weight) * scale
+            grad_z = torch.einsum("nk,kcab->ncab", grad_scores, weight) * taps
             grad_x = grad_scores.new_zeros(x_shape, dtype=x_dtype)
             draws = _OffsetMasks(mask if has_mask else None, seed, p, grad_x, s)
             for a, bb in _offsets(s):
@@ -127,10 +138,10 @@ class _FickleGAP(torch.autograd.Function):
                 else:
                     region.addcmul_(keep[:, :, out_rows, out_cols], g)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.einsum("nk,ncab->kcab", grad_scores, z) * scale
+            grad_w = torch.einsum("nk,ncab->kcab", grad_scores, z * taps)
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_scores.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def _window_overlap(a: int, b: int, s: int, h: int, w: int) -> tuple[slice, slice, slice, slice]:
@@ -200,6 +211,8 @@ class FickleHead(nn.Module):
         dropout: ``"fickle"`` — centre-preserving spatial dropout on the
             expanded map; ``"general"`` — plain dropout on ``x`` before an
             ordinary s×s conv (the "general dropout" baseline of Table 5).
+        scale_centre: also scale the always-kept centre of every window by
+            1/(1-p) (kept off-centre taps always are); ``fickle`` only.
 
     ``stochastic_inference`` (attribute, default False) makes the head sample
     masks in eval mode too, which is how localization maps are drawn.
@@ -212,6 +225,7 @@ class FickleHead(nn.Module):
         kernel_size: int = 9,
         p: float = 0.9,
         dropout: DropoutKind = "fickle",
+        scale_centre: bool = True,
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -228,6 +242,7 @@ class FickleHead(nn.Module):
         self.kernel_size = kernel_size
         self.p = float(p)
         self.dropout = dropout
+        self.scale_centre = bool(scale_centre)
         self.stochastic_inference = False
         self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size, stride=kernel_size)
         nn.init.normal_(self.classifier.weight, std=0.01)
@@ -237,6 +252,19 @@ class FickleHead(nn.Module):
     def sampling(self) -> bool:
         """Whether a forward pass without an explicit mask draws a random one."""
         return self.p > 0 and (self.training or self.stochastic_inference)
+
+    def tap_scales(self, masked: bool) -> Tensor:
+        """(s, s) scale of each tap of a window (``fickle``).
+
+        ``masked``: a dropout mask is applied, so kept off-centre taps are scaled by
+        1/(1-p); otherwise (no mask) they weigh 1, their expectation over masks. The
+        centre weighs 1/(1-p) with ``scale_centre``, else 1, in both cases.
+        """
+        s, r = self.kernel_size, self.kernel_size // 2
+        inverse_keep = 1.0 / (1.0 - self.p)
+        taps = torch.full((s, s), inverse_keep if masked else 1.0, dtype=torch.float64)
+        taps[r, r] = inverse_keep if self.scale_centre else 1.0
+        return taps
 
     def expand(self, x: Tensor) -> Tensor:
         """The literal expanded map (B, C, s·h, s·w); see :func:`expand`."""
@@ -270,10 +298,14 @@ class FickleHead(nn.Module):
         return mask
 
     def score_map(self, x: Tensor) -> Tensor:
-        """Deterministic class score map (B, K, h, w) with nothing dropped
-        (the ordinary s×s conv; CAM's map before pooling)."""
+        """Deterministic class score map (B, K, h, w): the expectation over masks
+        of the map before pooling (CAM's map), an s×s conv whose mean over space
+        is the eval-mode score."""
         r = self.kernel_size // 2
-        return F.conv2d(x, self.classifier.weight, self.classifier.bias, padding=r)
+        weight = self.classifier.weight
+        if self.dropout == "fickle":
+            weight = weight * self.tap_scales(masked=False).to(weight)
+        return F.conv2d(x, weight, self.classifier.bias, padding=r)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, seed: int | None = None) -> Tensor:
         """Class scores (B, K) for feature map ``x`` (B, C, h, w).
@@ -306,7 +338,8 @@ class FickleHead(nn.Module):
         if mask is not None and mask.shape[0] == 1 and x.shape[0] > 1:
             mask = mask.expand(x.shape[0], *mask.shape[1:])
         weight, bias = self.classifier.weight, self.classifier.bias
-        return _FickleGAP.apply(x, weight, bias, self.p, mask, seed)
+        taps = self.tap_scales(masked=mask is not None or seed is not None).to(x.device)
+        return _FickleGAP.apply(x, weight, bias, taps, self.p, mask, seed)
 
     def forward_literal(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Reference implementation through the materialised expansion.
@@ -315,18 +348,22 @@ class FickleHead(nn.Module):
         """
         s, r = self.kernel_size, self.kernel_size // 2
         e = self.expand(x)
+        scale = torch.ones_like(e[:1])
         if mask is not None:
             keep = mask.clone()
             keep[:, :, r::s, r::s] = True
             e = e * keep
-        e = e / (1.0 - self.p)
-        out = F.conv2d(e, self.classifier.weight, self.classifier.bias, stride=s)
+            scale /= 1.0 - self.p
+        # The always-kept centre of every block.
+        scale[:, :, r::s, r::s] = 1.0 / (1.0 - self.p) if self.scale_centre else 1.0
+        out = F.conv2d(e * scale, self.classifier.weight, self.classifier.bias, stride=s)
         return out.mean(dim=(2, 3))
 
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
-            f"kernel_size={self.kernel_size}, p={self.p}, dropout={self.dropout!r}"
+            f"kernel_size={self.kernel_size}, p={self.p}, dropout={self.dropout!r}, "
+            f"scale_centre={self.scale_centre}"
         )
 
 

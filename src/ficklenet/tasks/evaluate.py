@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning_fabric import Fabric
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -44,9 +43,9 @@ from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
 from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
+from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
-from ficklenet.models.deeplab import upsample_logits
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run
 from ficklenet.viz import label_overlay, save_panel
@@ -98,17 +97,12 @@ def predict_probs(
     stride = model.output_stride
     total: torch.Tensor | None = None
     for scale in scales:
-        x = images
-        if scale != 1.0:
-            scaled = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-            x = F.interpolate(images, size=scaled, mode="bilinear", align_corners=False)
-        variants = [(x, False), (x.flip(-1), True)] if flip else [(x, False)]
-        for inp, flipped in variants:
-            logits = upsample_logits(model(inp).float(), inp.shape[-2:], stride)
-            if flipped:
-                logits = logits.flip(-1)
-            if scale != 1.0:
-                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        x = resize(images, scaled_size(size, scale))
+        for flipped in (False, True) if flip else (False,):
+            inp = x.flip(-1) if flipped else x
+            logits = grid_to_image(
+                model(inp).float(), size, stride, input_size=x.shape[-2:], flipped=flipped
+            )
             total = logits if total is None else total + logits
     assert total is not None
     return torch.softmax(total, dim=1)

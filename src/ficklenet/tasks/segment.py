@@ -41,6 +41,7 @@ from ficklenet.data.voc import read_label_png
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
 from ficklenet.files import existing_path, read_json, write_json
+from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
 from ficklenet.metrics import (
     confusion_counts,
@@ -48,7 +49,6 @@ from ficklenet.metrics import (
     seed_counts,
     seed_scores_from_counts,
 )
-from ficklenet.models.deeplab import to_output_grid, upsample_logits
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import is_rank_zero
 from ficklenet.tasks.training import fit, start_training
@@ -210,14 +210,14 @@ def score_on_split(
         logits = model(images).float()
         probs = floored_softmax(logits)
         q = model.refine(images, probs)
-        grid_seeds = to_output_grid(seeds, logits.shape[-2:], stride).to(device)
+        grid_seeds = image_to_grid(seeds, logits.shape[-2:], stride).to(device)
         present = present_classes(batch["labels"].to(device))
         grown_grid = grow(
             q, grid_seeds, present, model.cfg.segmenter.fg_thresh, model.cfg.segmenter.bg_thresh
         ).cpu()
-        grown = _grid_to_input(grown_grid, gt.shape[-2:], stride)
+        grown = grid_to_image(grown_grid, gt.shape[-2:], stride, mode="nearest")
         grown = torch.where(seeds != 255, seeds, grown)
-        pred = upsample_logits(logits, gt.shape[-2:], stride).argmax(dim=1).cpu()
+        pred = grid_to_image(logits, gt.shape[-2:], stride).argmax(dim=1).cpu()
         for i in range(len(gt)):
             h, w = (int(v) for v in batch["size"][i])
             g, s, r = gt[i, :h, :w], seeds[i, :h, :w], grown[i, :h, :w]
@@ -247,20 +247,6 @@ def score_on_split(
         out[f"{split}/pred_miou"],
     )
     return out
-
-
-def _grid_to_input(labels: torch.Tensor, size: Any, stride: int) -> torch.Tensor:
-    """Nearest-neighbour labels (B, h, w) on the output grid → (B, H, W): input pixel
-    y takes output pixel round(y / stride)."""
-    height, width = (int(s) for s in size)
-    h, w = labels.shape[-2:]
-    ys = torch.div(torch.arange(height) + stride // 2, stride, rounding_mode="floor").clamp(
-        max=h - 1
-    )
-    xs = torch.div(torch.arange(width) + stride // 2, stride, rounding_mode="floor").clamp(
-        max=w - 1
-    )
-    return labels[..., ys[:, None], xs[None, :]]
 
 
 def _device(accelerator: str) -> torch.device:
