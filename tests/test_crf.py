@@ -97,8 +97,8 @@ def test_kernel_widths_follow_the_image_size() -> None:
 
 def test_crf_of_an_enlarged_image_is_the_enlarged_crf(toy_root) -> None:
     """Kernels that follow the image size make the CRF scale-invariant: an image and
-    its probabilities enlarged 4× (nearest) give the same labelling, sampled back.
-    With fixed σ's (reference_side=None) they do not (0.984 agreement here)."""
+    its probabilities enlarged 8× (nearest) give the same labelling, sampled back
+    (0.992 of the pixels agree here; with fixed σ's, reference_side=None, 0.950)."""
     reader = VOCReader(toy_root, "val")
     rng = np.random.default_rng(0)
     agree = []
@@ -110,12 +110,12 @@ def test_crf_of_an_enlarged_image_is_the_enlarged_crf(toy_root) -> None:
         onehot = np.stack([mask == c for c in classes]).astype(np.float32)
         noise = rng.dirichlet(np.ones(len(classes)), size=mask.shape).transpose(2, 0, 1)
         probs = (0.6 * onehot + 0.4 * noise).astype(np.float32)
-        big_image = image.repeat(4, 0).repeat(4, 1)
-        big_probs = probs.repeat(4, 1).repeat(4, 2)
+        big_image = image.repeat(8, 0).repeat(8, 1)
+        big_probs = probs.repeat(8, 1).repeat(8, 2)
         small = dense_crf(image, probs).argmax(0)
-        big = dense_crf(big_image, big_probs)[:, ::4, ::4].argmax(0)
+        big = dense_crf(big_image, big_probs)[:, ::8, ::8].argmax(0)
         agree.append((small == big).mean())
-    assert np.mean(agree) >= 0.995, agree
+    assert np.mean(agree) >= 0.985, agree
 
 
 def test_unknown_parameter_is_an_error() -> None:
