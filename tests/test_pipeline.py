@@ -49,7 +49,7 @@ def test_pipeline_runs_all_stages_then_skips_them(tmp_path, toy_root):
 
 
 def test_overrides_are_routed_to_stages(tmp_path):
-    run_dir, stages, per_stage, common = parse_args(
+    run_dir, stages, per_stage, common, _ = parse_args(
         [
             f"run_dir={tmp_path}",
             "stages=[segment,evaluate]",
@@ -76,7 +76,7 @@ def test_paper_experiments_compose_for_every_stage(tmp_path):
     from ficklenet.tasks.pipeline import STAGES, compose_stage, stage_overrides
 
     for name, backbone in (("paper_vgg16", "vgg16"), ("paper_resnet101", "resnet101")):
-        run_dir, _, per_stage, common = parse_args(
+        run_dir, _, per_stage, common, _ = parse_args(
             [
                 f"run_dir={tmp_path}",
                 f"experiment={name}",

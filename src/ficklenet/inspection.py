@@ -120,8 +120,8 @@ class RunView:
 
     @functools.cached_property
     def segmenter(self) -> DSRGSegmenter:
-        """The trained segmenter (``segment/checkpoints/best.ckpt``), CRF in-process."""
-        ckpt = self.run_dir / "segment" / "checkpoints" / "best.ckpt"
+        """The trained segmenter (``segment/checkpoints/last.ckpt``), CRF in-process."""
+        ckpt = self.run_dir / "segment" / "checkpoints" / "last.ckpt"
         model = DSRGSegmenter.from_checkpoint(ckpt)
         model.crf_workers = 0
         return model.eval().to(self.device)

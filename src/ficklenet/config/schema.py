@@ -173,7 +173,7 @@ class MakeToyConfig:
 
 @dataclass
 class CheckpointRef:
-    # Path to a checkpoint written by an earlier stage (checkpoints/best.ckpt).
+    # Path to a checkpoint written by an earlier stage (checkpoints/last.ckpt).
     ckpt: str = MISSING
 
 
@@ -336,7 +336,8 @@ class SegmentConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # The localize stage's seeds: its run directory (holding seeds/) or a folder of
     # <id>.png index PNGs (255 = unlabelled) for every id of data.train_split.
-    seeds: str = MISSING
+    # null: no seeds, train fully supervised on data.pixel_labels (the ceiling).
+    seeds: str | None = None
     # Split on which the raw seeds and the trained segmenter are both scored against
     # ground truth (does growing improve on the seeds?); null skips it.
     seed_eval_split: str | None = "train"
@@ -348,7 +349,7 @@ class SegmentConfig:
 
 @dataclass
 class EvaluateConfig:
-    # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/best.ckpt).
+    # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/last.ckpt).
     segmenter: CheckpointRef = field(default_factory=CheckpointRef)
     # null: the data config stored in the checkpoint (the dataset it was trained on);
     # `data=voc data.root=...` evaluates elsewhere.

@@ -201,19 +201,33 @@ def _check_seeds_cover(seed_dir: Path, reader: VOCReader, gt_ids: set[str], spli
         )
 
 
+def _check_fully_labelled(reader: VOCReader, gt_ids: set[str], cfg: Any) -> None:
+    """Without seeds the segmenter trains on ground truth alone: every id needs it."""
+    missing = [i for i in reader.ids if i not in gt_ids]
+    if missing:
+        raise VOCDataError(
+            f"no seeds= given, so the segmenter trains fully supervised, but "
+            f"{len(missing)} of the {len(reader)} ids of data.train_split={cfg.train_split} "
+            f"are not in data.pixel_labels={cfg.get('pixel_labels')} (first: {missing[:3]}). "
+            "Give seeds=<localize run> to train DSRG, or data.pixel_labels="
+            f"{cfg.train_split} (every id with a mask) for the fully supervised ceiling."
+        )
+
+
 class SegmentationDataModule(VOCDataModule):
     """Batches for the DSRG segmenter.
 
     Train: ``data.train_split`` with seeds from ``seeds`` (a localize run directory or
     its ``seeds/`` folder) as targets, except the ids of ``data.pixel_labels``, whose
     ground truth replaces their seeds (semi-supervised); random scale, flip and crop to
-    ``data.crop_size`` applied jointly to image and target.
+    ``data.crop_size`` applied jointly to image and target. Without ``seeds`` every
+    training id must be in ``data.pixel_labels``: the fully supervised ceiling.
     Val: ``data.val_split`` with ground truth, whole images (padded to the largest of
     the batch by :func:`pad_collate`), so val mIoU is over full images.
 
     Args:
         data_cfg: the ``data`` config.
-        seeds: see above; ``None`` only for validation.
+        seeds: see above; ``None`` for fully supervised training (or validation only).
         seed: base of the augmentation streams.
     """
 
@@ -227,10 +241,8 @@ class SegmentationDataModule(VOCDataModule):
         self.gt_ids: list[str] = []
 
     @property
-    def seed_dir(self) -> Path:
-        if self.seeds is None:
-            raise ValueError("training the segmenter needs seeds=PATH (the localize output)")
-        return resolve_seed_dir(self.seeds)
+    def seed_dir(self) -> Path | None:
+        return None if self.seeds is None else resolve_seed_dir(self.seeds)
 
     def setup(self, stage: str | None = None) -> None:
         cfg = self.cfg
@@ -251,13 +263,17 @@ class SegmentationDataModule(VOCDataModule):
                     f"ground-truth mask in {[str(d) for d in reader.mask_dirs]} (first: "
                     f"{missing[:5]}); list only ids with masks (VOC train)."
                 )
-            _check_seeds_cover(self.seed_dir, reader, set(self.gt_ids), cfg.train_split)
+            seed_dir = self.seed_dir
+            if seed_dir is None:
+                _check_fully_labelled(reader, set(self.gt_ids), cfg)
+            else:
+                _check_seeds_cover(seed_dir, reader, set(self.gt_ids), cfg.train_split)
             scale_range = tuple(cfg.scale_range) if cfg.scale_range else None
             self.train_set = SegmentationDataset(
                 reader,
                 TrainTransform(cfg.crop_size, scale_range=scale_range, flip=cfg.flip),
-                targets="seeds",
-                seed_dir=self.seed_dir,
+                targets="gt" if seed_dir is None else "seeds",
+                seed_dir=seed_dir,
                 gt_ids=self.gt_ids,
                 seed=self.seed,
             )

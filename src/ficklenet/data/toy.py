@@ -58,7 +58,7 @@ __all__ = ["ToyParams", "is_toy_voc", "write_toy_voc", "TOY_MARKER"]
 TOY_MARKER = "toy_voc.json"
 _FORMAT = "ficklenet-toy-voc"
 # Bump whenever the generator's output changes, so cached toy sets are rewritten.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 
 _NUM_STYLES = 5
 _BODY_COLOURS = (  # (a, b) per body style; mid-tones, kept away from the part colours
@@ -70,6 +70,13 @@ _BODY_COLOURS = (  # (a, b) per body style; mid-tones, kept away from the part c
 )
 _PART_COLOURS = ((235, 25, 25), (245, 225, 0), (0, 205, 70), (25, 70, 245), (230, 0, 225))
 _PART_SHAPES = ("square", "disc", "triangle", "cross")
+# Objects per image (1, 2, 3) and body length as a fraction of the image side: large
+# bodies, so that a backbone's receptive field at the far end of a body does not
+# reach its part (the part-only CAM of the module docstring).
+_OBJECT_COUNTS = (0.55, 0.35, 0.10)
+_BODY_SCALE = (0.45, 0.70)
+_BODY_ASPECT = (0.5, 0.75)  # width / length
+_PART_SCALE = (0.15, 0.19)  # part half-size / body length
 
 
 @dataclass(frozen=True)
@@ -313,12 +320,12 @@ def _render(rng: np.random.Generator, size: int, primary: int) -> _Sample:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     image = _background(rng, size, yy, xx)
 
-    n_objects = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
+    n_objects = int(rng.choice([1, 2, 3], p=_OBJECT_COUNTS))
     others = [c for c in range(1, NUM_CLASSES + 1) if c != primary]
     classes = [primary, *(int(c) for c in rng.choice(others, n_objects - 1, replace=False))]
     objects: list[_Object] = []
     for k, c in enumerate(classes):
-        obj = _place_object(rng, size, c, yy, xx, objects, scale=(0.25, 0.40))
+        obj = _place_object(rng, size, c, yy, xx, objects, scale=_BODY_SCALE)
         if obj is None and k > 0:
             continue  # no room left without hiding earlier objects; fewer objects is fine
         if obj is None:  # the first object always finds room in an empty image
@@ -326,7 +333,7 @@ def _render(rng: np.random.Generator, size: int, primary: int) -> _Sample:
         objects.append(obj)
     if rng.random() < 0.08:
         tiny = _place_object(
-            rng, size, int(rng.integers(1, NUM_CLASSES + 1)), yy, xx, objects, scale=(0.1, 0.14)
+            rng, size, int(rng.integers(1, NUM_CLASSES + 1)), yy, xx, objects, scale=(0.18, 0.24)
         )
         if tiny is not None:
             tiny.difficult = True
@@ -411,8 +418,8 @@ def _place_object(
         parts |= _dilate(obj.part)
     for _ in range(30):
         diameter = rng.uniform(*scale) * size
-        a = 0.5 * diameter * rng.uniform(0.85, 1.15)
-        b = 0.5 * diameter * rng.uniform(0.7, 1.0)
+        a = 0.5 * diameter  # along the body's axis
+        b = 0.5 * diameter * rng.uniform(*_BODY_ASPECT)
         margin = 0.4 * diameter
         cy, cx = rng.uniform(margin, size - margin, 2)
         theta = rng.uniform(0, np.pi)
@@ -429,7 +436,7 @@ def _place_object(
             continue
         if any((body & obj.body).sum() > 0.25 * obj.body.sum() for obj in earlier):
             continue
-        part = _part_mask(rng, cls, body, diameter, yy, xx)
+        part = _part_mask(rng, cls, body, diameter, (cy, cx, theta, a), yy, xx)
         if part is None:
             continue
         return _Object(cls=cls, body=body, part=part)
@@ -441,14 +448,21 @@ def _part_mask(
     cls: int,
     body: np.ndarray,
     diameter: float,
+    axis: tuple[float, float, float, float],
     yy: np.ndarray,
     xx: np.ndarray,
 ) -> np.ndarray | None:
+    """The class-specific part, at one end of the body's long axis (a head on a
+    body), as far out as it fits inside the body."""
     shape, _ = part_style(cls)
-    half = max(1.5, 0.5 * diameter * rng.uniform(0.22, 0.28))
-    candidates = np.argwhere(body)
-    for _ in range(20):
-        py, px = candidates[int(rng.integers(len(candidates)))]
+    half = max(1.5, 0.5 * diameter * rng.uniform(*_PART_SCALE))
+    cy, cx, theta, a = axis
+    end = 1.0 if rng.random() < 0.5 else -1.0
+    inner = _erode(body)
+    for k in range(20):
+        reach = max(0.0, a - half - 1.5 - 0.08 * a * k)  # step inwards until it fits
+        py = cy + end * reach * np.sin(theta) + rng.uniform(-1, 1)
+        px = cx + end * reach * np.cos(theta) + rng.uniform(-1, 1)
         dy, dx = yy - py, xx - px
         if shape == "square":
             part = (np.abs(dy) <= half) & (np.abs(dx) <= half)
@@ -463,7 +477,7 @@ def _part_mask(
             )
         # Keep the part one pixel inside the body so its shape is never cut by the
         # mask boundary (where the void border will be).
-        if part.any() and not (part & ~_erode(body)).any():
+        if part.any() and not (part & ~inner).any():
             return part
     return None
 

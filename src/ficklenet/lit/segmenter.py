@@ -20,6 +20,11 @@ Semi-supervised targets (ground truth replacing the seeds of a listed subset, se
 up by the data module) go through the same path: growing never changes a labelled
 pixel, so ground truth stays as it is and only its void border can grow.
 
+Without seeds (``seeds`` null in the config, every training id with ground truth)
+the same network is trained fully supervised with plain cross-entropy on the
+ground truth sampled to the output grid (DeepLab's recipe): the ceiling that
+weakly supervised results are read against.
+
 Validation upsamples the logits to each image's size and accumulates a confusion
 matrix (:class:`~ficklenet.metrics.ConfusionMIoU`, reduced across DDP ranks):
 ``val/miou`` and ``val/miou_best``. Pretrained layers (backbone, and fc6/fc7 when
@@ -38,11 +43,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
 from ficklenet.checkpoints import keep_config, read_checkpoint
-from ficklenet.data.classes import NUM_CLASSES
+from ficklenet.data.classes import IGNORE_INDEX, NUM_CLASSES
 from ficklenet.data.transforms import denormalize
 from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
 from ficklenet.dsrg.growing import grow
@@ -89,6 +95,15 @@ class DSRGOutputs(NamedTuple):
     loss: Tensor
 
 
+def _check_finite(loss: Tensor, step: int, parts: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"segmenter loss became {loss.item()} at step {step} ({parts}); the last good "
+            "checkpoint is kept (checkpoints/last.ckpt). Check the seeds, or lower optim.lr "
+            "and train again in a new run directory (hydra.run.dir=...)."
+        )
+
+
 class DSRGSegmenter(pl.LightningModule):
     """DeepLab trained by DSRG: seeded region growing + seeding and boundary losses.
 
@@ -114,6 +129,7 @@ class DSRGSegmenter(pl.LightningModule):
             load_pretrained=load_pretrained,
         )
         self.crf_params = train_crf_params(seg.crf)
+        self.fully_supervised = cfg.get("seeds") is None
         self.crf_workers = default_workers() if seg.crf_workers is None else int(seg.crf_workers)
         self.val_miou = ConfusionMIoU(num_classes=NUM_CLASSES + 1)
         self.best_miou = 0.0
@@ -171,15 +187,24 @@ class DSRGSegmenter(pl.LightningModule):
         )
         return DSRGOutputs(logits, probs, q, seeds, grown, seed_loss, bound_loss, loss)
 
+    def supervised_step(self, images: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy on ground truth sampled to the output grid (255 ignored)."""
+        logits = self(images)
+        grid = image_to_grid(targets, logits.shape[-2:], self.output_stride).long()
+        return F.cross_entropy(logits.float(), grid, ignore_index=IGNORE_INDEX)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        if self.fully_supervised:
+            loss = self.supervised_step(batch["image"], batch["target"])
+            _check_finite(loss, self.global_step, "cross-entropy")
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+            return loss
         out = self.dsrg_step(batch["image"], batch["target"], batch["labels"])
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(
-                f"segmenter loss became {out.loss.item()} at step {self.global_step} (seed "
-                f"loss {out.seed_loss.item()}, boundary loss {out.boundary_loss.item()}); "
-                "the last good checkpoint is kept (checkpoints/last.ckpt). Check the seeds, or "
-                "lower optim.lr and train again in a new run directory (hydra.run.dir=...)."
-            )
+        _check_finite(
+            out.loss,
+            self.global_step,
+            f"seed loss {out.seed_loss.item()}, boundary loss {out.boundary_loss.item()}",
+        )
         n = len(out.logits)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train/seed_loss", out.seed_loss, batch_size=n)

@@ -60,8 +60,10 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
                 "train/loss": metrics.get("train/loss"),
                 "epochs": trainer.current_epoch,
                 "steps": trainer.global_step,
-                "checkpoint": existing_path(ckpt_dir / "best.ckpt"),
-                "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
+                # The end of the schedule is what later stages use by default;
+                # best.ckpt (best val mAP) is kept as an option.
+                "checkpoint": existing_path(ckpt_dir / "last.ckpt"),
+                "best_checkpoint": existing_path(ckpt_dir / "best.ckpt"),
                 "model.p": float(cfg.model.p),
                 "model.dropout": cfg.model.dropout,
             },

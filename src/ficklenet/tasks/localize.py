@@ -1,6 +1,6 @@
 """``ficklenet-localize``: pipeline stage 2, localization maps and seeds.
 
-    ficklenet-localize classifier.ckpt=runs/classify/<time>/checkpoints/best.ckpt
+    ficklenet-localize classifier.ckpt=runs/classify/<time>/checkpoints/last.ckpt
     ficklenet-localize classifier.ckpt=... -m localize.n=1,10,50,200
     ficklenet-localize classifier.ckpt=... trainer=ddp trainer.devices=4
 
@@ -69,7 +69,7 @@ def validate_localize(cfg: DictConfig) -> None:
     if not Path(cfg.classifier.ckpt).is_file():
         raise FileNotFoundError(
             f"classifier.ckpt={cfg.classifier.ckpt}: no such file. Train one with "
-            "ficklenet-classify and pass <run>/checkpoints/best.ckpt."
+            "ficklenet-classify and pass <run>/checkpoints/last.ckpt."
         )
 
 

@@ -4,7 +4,8 @@ DSRG (Huang et al., CVPR 2018; official release, ``training/``): a DeepLab netwo
 trained on the localize stage's seeds with seeded region growing, the balanced
 seeding loss and the boundary loss (:mod:`ficklenet.lit.segmenter`). With
 ``data.pixel_labels`` the ground truth of the listed ids replaces their seeds
-(semi-supervised).
+(semi-supervised); with no ``seeds`` and every training id in ``data.pixel_labels``
+it trains the same network fully supervised (cross-entropy), the ceiling.
 
 Writes into the Hydra run directory: ``checkpoints/{best,last}.ckpt`` (config
 inside, ``ficklenet_stage="segment"``), ``config.yaml``, ``run_info.json``, the
@@ -75,6 +76,11 @@ def validate_segment(cfg: DictConfig) -> None:
         raise ValueError(f"segmenter.crf.unary={seg.crf.unary!r}: choose one of {_UNARIES}")
     if seg.crf_workers is not None and seg.crf_workers < 0:
         raise ValueError(f"segmenter.crf_workers={seg.crf_workers}: must be >= 0 (or null)")
+    if cfg.seeds is None and not cfg.data.pixel_labels:
+        raise ValueError(
+            "seeds is not set: give seeds=<localize run dir> to train DSRG on seeds, or "
+            "data.pixel_labels=<training split> to train fully supervised on ground truth"
+        )
     if cfg.data.labels_from not in ("xml", "mask"):
         raise ValueError(f"data.labels_from={cfg.data.labels_from!r}: choose 'xml' or 'mask'")
 
@@ -83,18 +89,19 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the segmenter; return ``val/miou_best`` (stored, when the run in
     ``run_dir`` finished earlier with these settings)."""
     validate_segment(cfg)
-    seed_dir = resolve_seed_dir(cfg.seeds)
+    seed_dir = None if cfg.seeds is None else resolve_seed_dir(cfg.seeds)
     run_dir, config, finished = start_training(cfg, run_dir, "segment")
     if finished is not None:
         return float(finished["val/miou_best"])
-    check_seed_source(seed_dir, run_dir)
+    if seed_dir is not None:
+        check_seed_source(seed_dir, run_dir)
     datamodule = SegmentationDataModule(cfg.data, seeds=seed_dir, seed=cfg.seed)
     model = DSRGSegmenter(config)
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
     best = float(metrics.get("val/miou_best", model.best_miou))
     if trainer.is_global_zero:
         ckpt_dir = run_dir / "checkpoints"
-        best_ckpt = ckpt_dir / "best.ckpt"
+        last_ckpt = ckpt_dir / "last.ckpt"
         out: dict[str, Any] = {
             "stage": "segment",
             "val/miou": metrics.get("val/miou"),
@@ -103,14 +110,17 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
             "train/seeded_fraction": metrics.get("train/seeded_fraction"),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
-            "checkpoint": existing_path(best_ckpt),
-            "last_checkpoint": existing_path(ckpt_dir / "last.ckpt"),
-            "seeds": str(seed_dir),
+            # The end of the schedule is what evaluate uses by default; best.ckpt
+            # (best val mIoU, chosen on the split it is scored on) is an option.
+            "checkpoint": existing_path(last_ckpt),
+            "best_checkpoint": existing_path(ckpt_dir / "best.ckpt"),
+            "mode": "dsrg" if seed_dir is not None else "fully_supervised",
+            "seeds": None if seed_dir is None else str(seed_dir),
             "pixel_labels": cfg.data.pixel_labels,
             "pixel_label_images": len(datamodule.gt_ids),
         }
-        if cfg.seed_eval_split:
-            net = DSRGSegmenter.from_checkpoint(best_ckpt) if best_ckpt.is_file() else model
+        if cfg.seed_eval_split and seed_dir is not None:
+            net = DSRGSegmenter.from_checkpoint(last_ckpt) if last_ckpt.is_file() else model
             out.update(
                 score_on_split(
                     net,
