@@ -10,6 +10,11 @@ many ranks wrote them and however often the run was resumed.
 - CAM mIoU: the dense labelling of the aggregated maps (argmax over present
   classes, background below a threshold) for each background threshold of a
   sweep: the curve and its best point.
+- CAM object recall: the fraction of object pixels whose own class's map reaches
+  a threshold (relative to the class maximum), for each threshold of the sweep
+  and at the foreground seed threshold. A CAM that lights up only the
+  discriminative part of objects has a low object recall however well it
+  classifies: the failure FickleNet's stochastic maps are meant to fix.
 """
 
 from __future__ import annotations
@@ -37,16 +42,49 @@ def load_maps(path: Path) -> tuple[np.ndarray, list[int]]:
         return data["maps"].astype(np.float32), [int(c) for c in data["classes"]]
 
 
+def object_recall_counts(
+    maps: np.ndarray, classes: list[int], truth: np.ndarray, thresholds: list[float]
+) -> tuple[np.ndarray, int]:
+    """(covered object pixels per threshold, object pixels) of one image.
+
+    An object pixel (truth ``c`` in ``classes``) is covered at threshold ``t`` when
+    the map of ``c``, divided by its maximum, is at least ``t``.
+    """
+    covered = np.zeros(len(thresholds), np.int64)
+    total = 0
+    for k, c in enumerate(classes):
+        inside = truth == c
+        n = int(inside.sum())
+        if not n:
+            continue
+        total += n
+        peak = float(maps[k].max())
+        values = maps[k][inside] / peak if peak > 0 else np.zeros(n, np.float32)
+        covered += np.array([(values >= t).sum() for t in thresholds], np.int64)
+    return covered, total
+
+
 def score_localization(
-    run_dir: Path, reader: VOCReader, bg_sweep: list[float], progress: bool = True
+    run_dir: Path,
+    reader: VOCReader,
+    bg_sweep: list[float],
+    progress: bool = True,
+    fg_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Seed and CAM quality over the ids of ``reader`` that have ground truth."""
+    """Seed and CAM quality over the ids of ``reader`` that have ground truth.
+
+    ``fg_threshold``: the seeds' foreground threshold, at which the headline CAM
+    object recall is read (it is added to the sweep's thresholds).
+    """
     ids = [i for i in reader.ids if reader.has_mask(i)]
     if not ids:
         return {"scored_images": 0}
     seed_cm = np.zeros((21, 21), np.int64)
     counts = np.zeros(3, np.int64)
     cam_cms = {t: np.zeros((21, 21), np.int64) for t in bg_sweep}
+    recall_at = sorted(set(bg_sweep) | ({fg_threshold} if fg_threshold is not None else set()))
+    covered = np.zeros(len(recall_at), np.int64)
+    objects = 0
     for image_id in tqdm(ids, desc="scoring seeds", disable=not progress, leave=False):
         truth = reader.mask(image_id)
         seeds = read_label_png(run_dir / "seeds" / f"{image_id}.png")
@@ -55,10 +93,14 @@ def score_localization(
         maps, classes = load_maps(run_dir / "maps" / f"{image_id}.npz")
         for t in bg_sweep:
             cam_cms[t] += confusion_matrix(cam_labels(maps, classes, t), truth)
+        got, total = object_recall_counts(maps, classes, truth, recall_at)
+        covered += got
+        objects += total
     seed_miou, per_class = miou_from_confusion(seed_cm)
     scores = seed_scores_from_counts(counts)
     curve = [{"bg_threshold": t, "miou": miou_from_confusion(cm)[0]} for t, cm in cam_cms.items()]
     best = max(curve, key=lambda r: r["miou"])
+    recall = {t: (float(n) / objects if objects else None) for t, n in zip(recall_at, covered)}
     return {
         "scored_images": len(ids),
         "seed/miou": seed_miou,
@@ -72,4 +114,6 @@ def score_localization(
         "cam/miou_curve": curve,
         "cam/best_miou": best["miou"],
         "cam/best_bg_threshold": best["bg_threshold"],
+        "cam/object_recall_curve": [{"threshold": t, "recall": r} for t, r in recall.items()],
+        "cam/object_recall": recall.get(fg_threshold) if fg_threshold is not None else None,
     }

@@ -176,6 +176,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         scored_reader,
         list(opt.cam_bg_sweep),
         progress=bool(cfg.trainer.enable_progress_bar),
+        fg_threshold=float(opt.fg_threshold),
     )
     metrics = {
         "stage": "localize",
@@ -192,13 +193,14 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     if quality.get("scored_images"):
         log.info(
             "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
-            "at bg %.2f (%d images)",
+            "at bg %.2f, object recall %.3f (%d images)",
             metrics["seed/miou"],
             metrics["seed/precision"],
             metrics["seed/recall"],
             metrics["seed/labelled_fraction"],
             metrics["cam/best_miou"],
             metrics["cam/best_bg_threshold"],
+            metrics["cam/object_recall"],
             quality["scored_images"],
         )
     return float(metrics.get("seed/miou", float("nan")))
