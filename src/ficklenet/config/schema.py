@@ -78,6 +78,10 @@ class BackboneConfig:
     # FickleNet window s suited to this backbone's feature map (model.kernel_size
     # follows it): 9 on a 41x41 map [recalled], 3 on the toy 12x12 map.
     fickle_kernel_size: int = 9
+    # Dropout after fc6/fc7 of the DeepLab head on this backbone (segmenter.dropout
+    # follows it): 0.5 official (1024-channel fc6/fc7); the small net's 64-channel
+    # head trains far slower with it (README, "The proving ground").
+    head_dropout: float = 0.5
 
 
 @dataclass
