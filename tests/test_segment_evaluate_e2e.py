@@ -123,3 +123,50 @@ def test_evaluate_refuses_a_classifier_checkpoint(tmp_path: Path) -> None:
     cfg = compose_cfg("evaluate", f"segmenter.ckpt={path}", "progress=false")
     with pytest.raises(ValueError, match="not a segmenter checkpoint"):
         run_evaluate(cfg, tmp_path / "run")
+
+
+def test_fully_supervised_needs_no_seeds(toy_with_seeds: tuple[Path, Path], tmp_path: Path) -> None:
+    """No seeds= and every training id in data.pixel_labels: the ceiling, trained with
+    cross-entropy on ground truth; its loss is the cross-entropy of the network's
+    output-grid logits against ground truth sampled to that grid."""
+    root, _ = toy_with_seeds
+    common = [
+        f"data.root={root}",
+        "data.crop_size=64",
+        "data.batch_size=8",
+        "data.val_batch_size=10",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    cfg = compose_cfg("segment", "data.pixel_labels=train_aug", *common)
+    assert cfg.seeds is None
+    run_dir = tmp_path / "supervised"
+    run_segment(cfg, run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    assert metrics["mode"] == "fully_supervised" and metrics["seeds"] is None
+    assert metrics["pixel_label_images"] == 40 and metrics["steps"] == 5
+    assert metrics["checkpoint"].endswith("last.ckpt")
+
+    from ficklenet.geometry import image_to_grid
+    from ficklenet.lit.segmenter import DSRGSegmenter
+
+    model = DSRGSegmenter.from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+    assert model.fully_supervised
+    reader = VOCReader(root, "val")
+    from ficklenet.data.transforms import EvalTransform
+
+    image, mask = EvalTransform(None)(reader.image(reader.ids[0]), reader.mask(reader.ids[0]))
+    with torch.no_grad():
+        logits = model(image[None])
+        grid = image_to_grid(mask[None].long(), logits.shape[-2:], 8)
+        keep = grid != 255
+        log_probs = torch.log_softmax(logits, dim=1).permute(0, 2, 3, 1)[keep]
+        by_hand = -log_probs.gather(1, grid[keep][:, None]).mean()
+        loss = model.supervised_step(image[None], mask[None].long())
+    torch.testing.assert_close(loss, by_hand)
+
+    # Without seeds, every training id needs ground truth: a clear error otherwise.
+    with pytest.raises(ValueError, match="data.pixel_labels"):
+        run_segment(compose_cfg("segment", *common), tmp_path / "none")
+    with pytest.raises(Exception, match="fully supervised"):
+        run_segment(compose_cfg("segment", "data.pixel_labels=train", *common), tmp_path / "part")

@@ -7,7 +7,8 @@ Reads ``<RUNS_DIR>/<row>/seed<S>/`` (default ``runs/ladder``): the pipeline's
 ``--out`` (default: this folder) ``results.json`` (every run's figures and every
 row's mean, std and n), ``results.md`` (the ladder, the paired comparison of
 FickleNet p=0.9 against the deterministic classifier, and Table 5 beside the
-paper's numbers) and ``table5.png`` (Table 5 with error bars).
+paper's numbers), ``table5.png`` (Table 5 with error bars) and ``curves.png``
+(training loss and validation metric per epoch of seed 0's runs).
 
 Statistics: mean ± sample standard deviation (n-1) over seeds; the paired
 comparison takes, seed by seed, the difference between two rows trained with the
@@ -298,6 +299,63 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, mean train/loss per epoch, ``metric`` per epoch) from a metrics.csv."""
+    import csv
+
+    losses: dict[int, list[float]] = {}
+    values: dict[int, float] = {}
+    with open(csv_path) as fh:
+        for row in csv.DictReader(fh):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            if row.get("train/loss"):
+                losses.setdefault(epoch, []).append(float(row["train/loss"]))
+            if row.get(metric):
+                values[epoch] = float(row[metric])
+    epochs = sorted(set(losses) & set(values))
+    return epochs, [sum(losses[e]) / len(losses[e]) for e in epochs], [values[e] for e in epochs]
+
+
+def plot_curves(runs_dir: Path, path: Path, seed: int = 0) -> None:
+    """Training loss and the validation metric per epoch of seed ``seed``'s runs: is
+    each stage trained to near convergence by its default budget?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("classify", "val/mAP", "classifier (val mAP)", ["deterministic", "fickle_0.9"]),
+        (
+            "segment",
+            "val/miou",
+            "segmenter (val mIoU)",
+            ["supervised", "gt_seeds", "deterministic", "fickle_0.9"],
+        ),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex="col")
+    drawn = False
+    for col, (stage, metric, title, rows) in enumerate(panels):
+        for row in rows:
+            csv_path = runs_dir / row / f"seed{seed}" / stage / "logs" / "metrics.csv"
+            if not csv_path.is_file():
+                continue
+            epochs, loss, value = epoch_curves(csv_path, metric)
+            axes[0][col].plot(epochs, loss, label=ROW_LABELS[row].removesuffix(" → DSRG"))
+            axes[1][col].plot(epochs, value, label=ROW_LABELS[row].removesuffix(" → DSRG"))
+            drawn = True
+        axes[0][col].set_title(f"{title}: training loss", fontsize=9)
+        axes[1][col].set_title(f"{title}", fontsize=9)
+        axes[1][col].set_xlabel("epoch")
+        axes[1][col].legend(fontsize=7)
+    if drawn:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", nargs="?", default="runs/ladder")
@@ -309,6 +367,7 @@ def main() -> None:
     text = markdown(result)
     (out / "results.md").write_text(text)
     plot(result, out / "table5.png")
+    plot_curves(Path(args.runs_dir), out / "curves.png")
     print(text)
 
 

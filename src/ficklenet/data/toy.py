@@ -1,28 +1,32 @@
-"""Synthetic "toy VOC": a small dataset in the exact VOC2012 + SBD layout.
+"""Synthetic "toy VOC", the proving ground: a small dataset in the exact VOC2012 +
+SBD layout, built so that a broken method and a working one score differently.
 
-DESIGN.md: with no GPU and no VOC the whole pipeline must still run end to end, and
-the toy data goes through the same :class:`~ficklenet.data.voc.VOCReader` as real VOC.
-The images are built to show the failure mode FickleNet addresses (paper-notes.md,
-"FickleNet classifier"): every object is a LARGE body whose texture is shared by a
-group of classes plus a SMALL class-specific part.  The part alone identifies the
-class, so a plain CAM lights up only the part, while the ground-truth mask covers the
-whole object; stochastic inference should spread the localisation over the body.
+With no GPU and no VOC the whole pipeline must still run end to end, and the toy
+data goes through the same :class:`~ficklenet.data.voc.VOCReader` as real VOC. The
+images carry the failure FickleNet addresses (``docs/method.md``): a classifier
+needs only a small part of each object, so its class activation map covers that
+part and misses much of the object, while the ground-truth mask covers all of it.
 
 Construction of class ``c`` (1..20):
 
 * body style ``c % 5`` (stripes, checkerboard, spots, radial gradient, rings), so
-  each body is shared by 4 classes; a blob-shaped ellipse 25-40 % of the image side;
+  each body texture is shared by 4 classes and tells only the group; a wobbly,
+  elongated ellipse 45-70 % of the image side long, 0.5-0.75 as wide;
 * part shape ``(c - 1) // 5`` (square, disc, triangle, cross) in a saturated colour
   ``(c - 1 + (c - 1) // 5) % 5`` (red, yellow, green, blue, magenta): the pair is
   unique per class, and the four classes sharing a body differ in both;
-* the part is about a quarter of the body's size, somewhere inside the body.
+* the part, 9-12 pixels across at 96 pixels (at least one cell of a stride-8
+  feature map), sits at one end of the body's long axis, like a head: cells at the
+  body's other end are beyond the reach of a small backbone's receptive field from
+  the part, so nothing there tells the class apart from its group.
 
-1-3 objects per image on a muted, cluttered background; objects overlap a little
-(later ones occlude earlier ones, never their parts); Gaussian noise and a random JPEG
-quality; occasionally an extra tiny object marked ``difficult`` in the XML and void
-(255) in the masks, as VOC does.  Masks carry a 255 border one pixel either side of
-every object boundary, like VOC's.  ``Saliency/`` holds a blurred, imperfect
-saliency map per image for the saliency background-seed path.
+1-3 objects per image (large bodies: mostly 1-2) on a muted, cluttered background;
+objects overlap a little (later ones occlude earlier ones, never their parts);
+Gaussian noise and a random JPEG quality; occasionally an extra small object marked
+``difficult`` in the XML and void (255) in the masks, as VOC does. Masks carry a 255
+border one pixel either side of every object boundary, like VOC's. ``Saliency/``
+holds a blurred, imperfect saliency map per image for the saliency background-seed
+path.
 
 Splits: ``train_aug`` (image labels for all; SBD-style masks in
 ``SegmentationClassAug``), ``train`` = the first ``n_train`` ids of ``train_aug`` (also
@@ -58,7 +62,7 @@ __all__ = ["ToyParams", "is_toy_voc", "write_toy_voc", "TOY_MARKER"]
 TOY_MARKER = "toy_voc.json"
 _FORMAT = "ficklenet-toy-voc"
 # Bump whenever the generator's output changes, so cached toy sets are rewritten.
-_GENERATOR_VERSION = 2
+_GENERATOR_VERSION = 3
 
 _NUM_STYLES = 5
 _BODY_COLOURS = (  # (a, b) per body style; mid-tones, kept away from the part colours
@@ -76,7 +80,10 @@ _PART_SHAPES = ("square", "disc", "triangle", "cross")
 _OBJECT_COUNTS = (0.55, 0.35, 0.10)
 _BODY_SCALE = (0.45, 0.70)
 _BODY_ASPECT = (0.5, 0.75)  # width / length
-_PART_SCALE = (0.15, 0.19)  # part half-size / body length
+# Part half-size as a fraction of the image side: 9-12 pixels across at 96 pixels,
+# at least one cell of a stride-8 feature grid, so that part and body fall in
+# different cells (capped at a fifth of the body for the tiny "difficult" objects).
+_PART_SCALE = (0.045, 0.065)
 
 
 @dataclass(frozen=True)
@@ -455,7 +462,7 @@ def _part_mask(
     """The class-specific part, at one end of the body's long axis (a head on a
     body), as far out as it fits inside the body."""
     shape, _ = part_style(cls)
-    half = max(1.5, 0.5 * diameter * rng.uniform(*_PART_SCALE))
+    half = max(1.5, min(rng.uniform(*_PART_SCALE) * body.shape[0], 0.2 * diameter))
     cy, cx, theta, a = axis
     end = 1.0 if rng.random() < 0.5 else -1.0
     inner = _erode(body)
