@@ -134,7 +134,7 @@ def test_a_hydra_launcher_runs_each_stage_as_a_job(tmp_path, toy_root):
 def _pipeline_outputs(run):
     """Everything a run computed, without paths, times and provenance."""
     res = json.loads((run / "metrics.json").read_text())
-    volatile = {"checkpoint", "last_checkpoint", "seeds", "seconds", "images_per_second"}
+    volatile = {"checkpoint", "best_checkpoint", "seeds", "seconds", "images_per_second"}
     volatile |= {"predictions", "overlays", "classifier_ckpt"}
     metrics = {
         stage: {k: v for k, v in m.items() if k not in volatile and "root" not in k}
