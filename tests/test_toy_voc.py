@@ -106,13 +106,29 @@ def test_mask_covers_whole_object_not_just_part():
         sample = _render(np.random.default_rng([7, k]), size, primary=k % NUM_CLASSES + 1)
         for obj in sample.objects:
             assert not (obj.part & ~obj.body).any()
-            assert obj.body.sum() >= 6 * obj.part.sum()
+            # Small "difficult" objects are void in the masks; their parts may be larger.
+            assert obj.difficult or obj.body.sum() >= 6 * obj.part.sum()
         # And in the mask: a class's region is mostly body, not part colour.
         for obj in sample.objects:
             if obj.difficult:
                 continue
             region = sample.mask == obj.cls
             assert region.sum() >= 4 * (obj.part & region).sum()
+
+
+def test_part_is_a_feature_cell_wide_and_at_one_end_of_the_body():
+    """At 96 pixels a part spans at least one cell of a stride-8 map, and it sits
+    towards an end of its body (a head), not at the centre."""
+    size = 96
+    for k in range(30):
+        sample = _render(np.random.default_rng([8, k]), size, primary=k % NUM_CLASSES + 1)
+        for obj in (o for o in sample.objects if not o.difficult):
+            ys, xs = np.nonzero(obj.part)
+            assert np.ptp(ys) + 1 >= 8 and np.ptp(xs) + 1 >= 8
+            by, bx = np.nonzero(obj.body)
+            length = max(np.ptp(by), np.ptp(bx)) + 1
+            offset = np.hypot(ys.mean() - by.mean(), xs.mean() - bx.mean())
+            assert offset >= 0.15 * length, (k, offset, length)  # typically 0.3-0.35
 
 
 def test_part_identifies_class_body_is_shared():

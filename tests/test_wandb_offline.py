@@ -255,7 +255,7 @@ def test_cam_panels_show_the_present_classes():
     maps[0, 7] = -1.0  # negative scores are rectified
     labels = torch.zeros(2, 20)
     labels[0, [4, 7]] = 1.0
-    panels, captions = cam_panels(images, maps, labels)
+    panels, captions = cam_panels(images, maps, labels, stride=4)
     assert [p.shape for p in panels] == [(16, 2 * 24 + 4, 3)] * 2
     assert captions == ["bottle, cat", "(no class)"]
     heat = panels[0][:, 24 + 4 :]

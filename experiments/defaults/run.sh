@@ -39,7 +39,7 @@ for case in $CASES; do
 done
 wait
 [ -f "$OUT/thresholds.json" ] || "$BIN/python" experiments/thresholds/choose.py \
-    "$OUT"/maps_* --json "$OUT/thresholds.json" > "$OUT/thresholds.md"
+    "$OUT"/maps_*/ --json "$OUT/thresholds.json" > "$OUT/thresholds.md"
 FG=$("$BIN/python" -c "import json;print(json.load(open('$OUT/thresholds.json'))['chosen']['fg'])")
 BG=$("$BIN/python" -c "import json;print(json.load(open('$OUT/thresholds.json'))['chosen']['bg'])")
 echo "thresholds chosen on train: fg=$FG bg=$BG"
