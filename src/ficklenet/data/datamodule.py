@@ -19,15 +19,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
-from ficklenet.data.toy import is_toy_voc, write_toy_voc
+from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.transforms import EvalTransform, TrainTransform
 from ficklenet.data.voc import VOCDataError, VOCReader
 
 
 def ensure_dataset(data_cfg: Any) -> Path:
-    """The dataset root, written first when it is the toy set and missing."""
+    """The dataset root. With ``make_toy_if_missing``, the toy set is written there
+    when missing, and rewritten when it was made with other toy settings or by an
+    older generator (:func:`write_toy_voc` does nothing when it is up to date)."""
     root = Path(str(data_cfg.root)).expanduser()
-    if data_cfg.make_toy_if_missing and not is_toy_voc(root):
+    if data_cfg.make_toy_if_missing:
         toy = data_cfg.toy
         write_toy_voc(
             root,
