@@ -100,7 +100,10 @@ def score_localization(
     scores = seed_scores_from_counts(counts)
     curve = [{"bg_threshold": t, "miou": miou_from_confusion(cm)[0]} for t, cm in cam_cms.items()]
     best = max(curve, key=lambda r: r["miou"])
-    recall = {t: (float(n) / objects if objects else None) for t, n in zip(recall_at, covered)}
+    recall = {
+        t: (float(n) / objects if objects else None)
+        for t, n in zip(recall_at, covered, strict=True)
+    }
     return {
         "scored_images": len(ids),
         "seed/miou": seed_miou,
