@@ -22,15 +22,36 @@ def _names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+APPS = ("classify", "localize", "segment", "evaluate", "pipeline")
+
+
+@pytest.mark.parametrize("app", APPS)
 @pytest.mark.parametrize("experiment", _names("experiment"))
-def test_every_experiment_composes_and_builds_offline(experiment):
-    cfg = compose_config(
-        "classify", [f"experiment={experiment}", "data.root=/nowhere", "backbone.pretrained=false"]
-    )
-    validate_classify(cfg)
-    assert cfg.data.name == "voc" and cfg.model.kernel_size == 9
-    model = FickleClassifier(OmegaConf.to_container(cfg, resolve=True))
-    assert model.head.p == cfg.model.p
+def test_every_experiment_composes_for_every_app(experiment, app, tmp_path):
+    """One experiment file serves every app; the models build offline."""
+    from ficklenet.lit.segmenter import DSRGSegmenter
+    from ficklenet.tasks.pipeline import stage_configs
+
+    overrides = [f"experiment={experiment}", "data.root=/nowhere", "backbone.pretrained=false"]
+    if app in ("localize", "evaluate"):
+        overrides.remove("backbone.pretrained=false")
+    cfg = compose_config(app, overrides)
+    stages = stage_configs(cfg, tmp_path) if app == "pipeline" else {app: cfg}
+    paper = experiment.startswith("paper_")
+    for stage, stage_cfg in stages.items():
+        if stage_cfg.get("data") is not None:
+            assert stage_cfg.data.name == ("voc" if paper else "toy"), (stage, experiment)
+    if "classify" in stages:
+        classify = stages["classify"]
+        validate_classify(classify)
+        assert classify.model.kernel_size == (9 if paper else 3)
+        model = FickleClassifier(OmegaConf.to_container(classify, resolve=True))
+        assert model.head.p == classify.model.p
+    if "segment" in stages:
+        segment = OmegaConf.to_container(stages["segment"], resolve=True)
+        assert DSRGSegmenter(segment, load_pretrained=False).net is not None
+    if "localize" in stages and paper:
+        assert stages["localize"].localize.fg_threshold == 0.2
 
 
 @pytest.mark.parametrize("backbone", _names("backbone"))

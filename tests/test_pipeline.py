@@ -1,134 +1,136 @@
-"""ficklenet-pipeline: four stages chained in one run directory, resumable."""
+"""ficklenet-pipeline: a Hydra app running four stages chained in one run directory."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 
-from ficklenet.tasks.pipeline import parse_args, run_pipeline
+from ficklenet.config.experiments import expand_experiment
+from ficklenet.tasks.pipeline import run_pipeline, stage_configs
+from tests.conftest import compose_config
 
 
-def _tiny(run_dir, root) -> list[str]:
+def _tiny(root) -> list[str]:
     return [
-        f"run_dir={run_dir}",
         f"data.root={root}",
         "data.make_toy_if_missing=false",
         "data.crop_size=64",
         "data.num_workers=0",
         "trainer.enable_progress_bar=false",
-        "classify/trainer.max_epochs=1",
-        "localize/localize.n=4",
-        "localize/localize.overlays=1",
-        "segment/trainer.max_epochs=1",
+        "classify.trainer.max_epochs=1",
+        "localize.localize.n=4",
+        "localize.localize.overlays=1",
+        "segment.trainer.max_epochs=1",
     ]
+
+
+def pipeline(run_dir, root, *overrides):
+    """Run the pipeline app's config in-process (run_dir given: no Hydra runtime)."""
+    cfg = compose_config("pipeline", [*_tiny(root), *overrides])
+    run_pipeline(cfg, run_dir)
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def test_pipeline_runs_all_stages_then_skips_them(tmp_path, toy_root):
     run = tmp_path / "pipe"
-    res = run_pipeline(_tiny(run, toy_root))
+    res = pipeline(run, toy_root)
     assert set(res) == {"classify", "localize", "segment", "evaluate", "evaluate_crf"}
-    assert 0 <= res["classify"]["val/mAP_best"] <= 1
+    assert 0 <= res["classify"]["val/mAP"] <= 1
     assert 0 <= res["localize"]["seed/miou"] <= 1
     assert 0 <= res["evaluate"]["miou"] <= 1 and 0 <= res["evaluate_crf"]["miou"] <= 1
-    assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(res))
     report = (run / "report.md").read_text()
     assert "seed precision" in report and "localize/overlays/" in report
-    # the stages are chained through their outputs
-    seg_cfg = (run / "segment" / "config.yaml").read_text()
-    assert str(run / "localize") in seg_cfg
+    assert "end of each training schedule" in report
+    # the stages are chained through their outputs: the end-of-schedule checkpoints
+    seg_cfg = OmegaConf.load(run / "segment" / "config.yaml")
+    assert seg_cfg.seeds == str(run.absolute() / "localize")
+    eval_cfg = OmegaConf.load(run / "evaluate" / "config.yaml")
+    assert eval_cfg.segmenter.ckpt.endswith("segment/checkpoints/last.ckpt")
+    assert (run / "config.yaml").is_file() and (run / "run_info.json").is_file()
 
     stamps = {p: p.stat().st_mtime_ns for p in run.glob("*/metrics.json")}
-    again = run_pipeline(_tiny(run, toy_root))
-    assert again == res
+    assert pipeline(run, toy_root) == res
     assert {p: p.stat().st_mtime_ns for p in run.glob("*/metrics.json")} == stamps
 
     (run / "evaluate_crf" / "metrics.json").unlink()
-    run_pipeline([*_tiny(run, toy_root), "stages=[evaluate_crf]"])
+    pipeline(run, toy_root, "stages=[evaluate_crf]")
     assert (run / "evaluate_crf" / "metrics.json").is_file()
 
 
-def test_overrides_are_routed_to_stages(tmp_path):
-    run_dir, stages, per_stage, common, _ = parse_args(
+def test_shared_keys_reach_every_stage_and_stage_keys_one(tmp_path):
+    cfg = compose_config(
+        "pipeline",
         [
-            f"run_dir={tmp_path}",
-            "stages=[segment,evaluate]",
+            "data=voc",
+            "data.root=/data/VOC2012",
+            "model.p=0.5",
+            "table5=general_0.9",  # the command line's model.p wins over the group
             "trainer=gpu",
-            "classify/model.p=0.5",
-            "localize/localize.n=50",
-        ]
+            "seed=3",
+            "segment.segmenter.fg_thresh=0.9",
+            "optim@classify.optim=sgd",
+            "classify.trainer.max_epochs=7",
+            "checkpoint=best",
+        ],
     )
-    assert run_dir == tmp_path and stages == ["segment", "evaluate"]
-    assert per_stage["classify"] == ["model.p=0.5"]
-    assert per_stage["localize"] == ["localize.n=50"]
-    assert common == ["trainer=gpu"]
+    stages = stage_configs(cfg, tmp_path)
+    assert stages["classify"].model.p == 0.5 and stages["classify"].model.dropout == "general"
+    assert stages["classify"].optim.name == "sgd" and stages["segment"].optim.name == "adam"
+    assert stages["classify"].trainer.max_epochs == 7 and stages["segment"].trainer.max_epochs == 40
+    for name, stage in stages.items():
+        assert stage.seed == 3 and stage.trainer.accelerator == "gpu", name
+        assert stage.data.root == "/data/VOC2012" and stage.data.name == "voc", name
+        assert stage.pipeline.model_p == 0.5 and stage.pipeline.seed == 3
+        assert stage.name.endswith(f"/{name}")
+    assert stages["segment"].segmenter.fg_thresh == 0.9
+    assert stages["localize"].classifier.ckpt == str(tmp_path / "classify/checkpoints/best.ckpt")
+    assert stages["evaluate_crf"].crf and not stages["evaluate"].crf
 
 
-def test_an_override_no_stage_has_is_refused(tmp_path):
-    import pytest
+@pytest.mark.parametrize(
+    "override", ["classify.modle.p=0.5", "segment.segmenter.fg_thresh=high", "stagess=[x]"]
+)
+def test_typos_and_wrong_types_are_refused_before_any_stage_runs(tmp_path, override):
+    with pytest.raises(Exception, match=r"modle|fg_thresh|stagess"):
+        stage_configs(compose_config("pipeline", [override]), tmp_path)
 
-    with pytest.raises(SystemExit, match="applies to none of the stages"):
-        run_pipeline([f"run_dir={tmp_path}", "modle.p=0.5"])
 
-
-def test_paper_experiments_compose_for_every_stage(tmp_path):
+def test_paper_experiments_compose_for_the_pipeline(tmp_path):
     """experiment=paper_* gives each stage the paper's settings, offline."""
-    from ficklenet.tasks.pipeline import STAGES, compose_stage, stage_overrides
-
     for name, backbone in (("paper_vgg16", "vgg16"), ("paper_resnet101", "resnet101")):
-        run_dir, _, per_stage, common, _ = parse_args(
-            [
-                f"run_dir={tmp_path}",
-                f"experiment={name}",
-                "data.root=/data/VOC2012",
-                "localize/localize.n=20",
-            ]
+        argv = expand_experiment(
+            "pipeline",
+            [f"experiment={name}", "data.root=/data/VOC2012", "localize.localize.n=20"],
         )
-        cfgs = {
-            stage: compose_stage(stage, stage_overrides(stage, run_dir, common, per_stage[stage]))
-            for stage in STAGES
-        }
+        cfgs = stage_configs(compose_config("pipeline", argv), tmp_path)
         assert cfgs["classify"].backbone.name == backbone and cfgs["classify"].model.p == 0.9
-        assert cfgs["classify"].model.kernel_size == 9
+        assert cfgs["classify"].model.kernel_size == 9 and cfgs["classify"].optim.name == "sgd"
         assert cfgs["localize"].data.root == "/data/VOC2012"
         assert cfgs["localize"].localize.n == 20  # the command line wins over the preset
         assert cfgs["localize"].localize.fg_threshold == 0.2
         assert cfgs["segment"].backbone.name == backbone
         assert cfgs["segment"].optim.name == "sgd" and cfgs["segment"].trainer.max_steps == 8000
+        assert cfgs["segment"].optim.step_size == 1000
         assert list(cfgs["evaluate_crf"].scales) == [0.75, 1.0, 1.25]
         assert cfgs["evaluate_crf"].crf and not cfgs["evaluate"].crf
-
-
-def test_unknown_experiment_is_refused(tmp_path):
-    import pytest
-
-    with pytest.raises(SystemExit, match="paper_vgg16"):
-        parse_args([f"run_dir={tmp_path}", "experiment=paper_vgg19"])
 
 
 def test_multi_process_stages_run_as_their_own_apps(tmp_path, toy_root):
     """trainer=ddp_cpu: every stage is its app's command in 2 processes; the
     results chain as in one process and land in the same layout."""
     run = tmp_path / "pipe"
-    res = run_pipeline([*_tiny(run, toy_root), "trainer=ddp_cpu", "evaluate/crf_workers=0"])
+    res = pipeline(run, toy_root, "trainer=ddp_cpu", "evaluate.crf_workers=0")
     assert set(res) == {"classify", "localize", "segment", "evaluate", "evaluate_crf"}
     assert res["evaluate"]["processes"] == 2 and res["evaluate"]["images"] == 20
     assert res["localize"]["images"] == 40
     for stage in ("classify", "segment"):
         cfg = (run / stage / "config.yaml").read_text()
         assert "strategy: ddp" in cfg and "devices: 2" in cfg, stage
+        assert (run / stage / "launch.yaml").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"], "no stray output folders"
-
-
-def test_a_hydra_launcher_runs_each_stage_as_a_job(tmp_path, toy_root):
-    """hydra/launcher=submitit_local (the SLURM launcher's local twin): each stage
-    is a one-job multirun of its app, written into <run_dir>/<stage>."""
-    run = tmp_path / "pipe"
-    argv = [*_tiny(run, toy_root), "hydra/launcher=submitit_local", "stages=[classify,localize]"]
-    res = run_pipeline(argv)
-    assert set(res) == {"classify", "localize"}
-    assert (run / "classify" / "checkpoints" / "best.ckpt").is_file()
-    assert list((run / ".submitit").iterdir()), "the jobs went through submitit"
 
 
 def _pipeline_outputs(run):
@@ -156,7 +158,7 @@ def test_same_seed_same_machine_gives_identical_maps_seeds_and_metrics(tmp_path,
     stages = "stages=[classify,localize,segment,evaluate]"
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        run_pipeline([*_tiny(tmp_path / name, toy_root), stages, f"seed={seed}"])
+        pipeline(tmp_path / name, toy_root, stages, f"seed={seed}")
         runs[name] = _pipeline_outputs(tmp_path / name)
     (ma, fa, wa), (mb, fb, wb), (_, _, wc) = runs["a"], runs["b"], runs["c"]
     assert ma == mb

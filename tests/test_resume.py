@@ -140,24 +140,26 @@ def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_pat
         "data.make_toy_if_missing=false",
         "data.crop_size=64",
         "trainer.enable_progress_bar=false",
-        "classify/trainer.max_epochs=1",
-        "localize/localize.n=2",
-        "localize/localize.overlays=0",
-        "segment/trainer.max_epochs=1",
+        "classify.trainer.max_epochs=1",
+        "localize.localize.n=2",
+        "localize.localize.overlays=0",
+        "segment.trainer.max_epochs=1",
         "stages=[classify,localize,segment]",
     ]
     entry = "ficklenet.tasks.pipeline:main"
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    _run(entry, [f"run_dir={whole}", *tiny], tmp_path)
+    _run(entry, [f"hydra.run.dir={whole}", *tiny], tmp_path)
     # Killed before localization's 9th image (one per predict step): 8 done.
-    _run(entry, [f"run_dir={killed}", *tiny], tmp_path, kill_at="predict:8", kill_in="localize")
+    _run(
+        entry, [f"hydra.run.dir={killed}", *tiny], tmp_path, kill_at="predict:8", kill_in="localize"
+    )
     assert (killed / "classify" / "metrics.json").is_file()
     assert not (killed / "localize" / "metrics.json").exists()
     done_before = sorted(p.name for p in (killed / "localize" / "seeds").glob("*.png"))
     assert len(done_before) == 8
     stamps = {p: p.stat().st_mtime_ns for p in (killed / "localize" / "seeds").glob("*.png")}
 
-    proc = _run(entry, [f"run_dir={killed}", *tiny], tmp_path)
+    proc = _run(entry, [f"hydra.run.dir={killed}", *tiny], tmp_path)
     log = proc.stdout + proc.stderr
     assert "[classify] finished earlier" in log
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "finished images were redone"
@@ -179,3 +181,60 @@ def test_sweep_directory_is_named_by_the_command():
     assert pin_sweep_dir(["model.p=0.5"], "classify") == ["model.p=0.5"], "single runs: unchanged"
     mine = ["-m", "model.p=0,0.5", "hydra.sweep.dir=/x"]
     assert pin_sweep_dir(mine, "classify") == mine, "an explicit sweep dir wins"
+
+
+@pytest.mark.parametrize("app", ["classify", "localize", "segment", "evaluate", "pipeline"])
+def test_a_sweep_folder_round_trips_as_a_checkpoint_override(app, tmp_path):
+    """Whatever the sweep's overrides, its job folders are paths that can be passed
+    back as an override value (no '=' or ',' in them): the folders come from one
+    place, conf/hydra/ficklenet.yaml, for every app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ficklenet.config import conf_dir, register_schemas
+    from ficklenet.config.sweeps import pin_sweep_dir
+
+    argv = pin_sweep_dir(["-m", "segment.segmenter.fg_thresh=0.8,0.9", "data.root=/a=b"], app)
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        hydra_cfg = compose(app, [argv[-1]], return_hydra_config=True).hydra
+    hydra_cfg.job.num = 1
+    job_dir = f"{hydra_cfg.sweep.dir}/{hydra_cfg.sweep.subdir}"
+    ckpt = str(tmp_path / job_dir / "segment" / "checkpoints" / "last.ckpt")
+    assert "=" not in job_dir and "," not in job_dir
+    cfg = compose_config("evaluate", [f"segmenter.ckpt={ckpt}"])
+    assert cfg.segmenter.ckpt == ckpt
+    cfg = compose_config("localize", [f"classifier.ckpt={ckpt}"])
+    assert cfg.classifier.ckpt == ckpt
+
+
+def test_killed_pipeline_sweep_resumes_when_the_same_command_is_rerun(tmp_path, toy_root):
+    """`ficklenet-pipeline -m model.p=0,0.9`, killed in job 1's segmenter: the same
+    command skips job 0 and job 1's finished stages, and resumes its segmenter."""
+    args = [
+        "-m",
+        "model.p=0,0.9",
+        *small_toy_overrides(toy_root),
+        *TRAIN,
+        "localize.localize.n=2",
+        "localize.localize.overlays=0",
+        "stages=[classify,localize,segment]",
+    ]
+    entry = "ficklenet.tasks.pipeline:main"
+    _run(entry, args, tmp_path, kill_at=f"train:{KILL_STEP}", kill_in="/1/segment")
+    (sweep,) = (tmp_path / "runs" / "pipeline-multirun").iterdir()
+    assert (sweep / "0" / "metrics.json").is_file()
+    assert (sweep / "1" / "localize" / "metrics.json").is_file()
+    assert not (sweep / "1" / "segment" / "metrics.json").exists()
+    done = {p: p.stat().st_mtime_ns for p in sweep.glob("*/*/metrics.json")}
+
+    proc = _run(entry, args, tmp_path)  # the same command
+    log = proc.stdout + proc.stderr
+    assert [p.name for p in (tmp_path / "runs" / "pipeline-multirun").iterdir()] == [sweep.name]
+    assert {p: p.stat().st_mtime_ns for p in done} == done, "finished stages were rerun"
+    assert "[classify] finished earlier" in log and "resuming from" in log
+    segment = json.loads((sweep / "1" / "segment" / "metrics.json").read_text())
+    assert segment["steps"] == 15
+    config = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert config["classify"]["model.p"] == 0.9

@@ -4,7 +4,9 @@ metrics, the resolved config and validation image panels land in the run."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,10 @@ import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
 
+from ficklenet.lit.loggers import close_logger
 from ficklenet.lit.panels import log_panels, panel_count
-from ficklenet.lit.trainer import close_logger
 from ficklenet.tasks.classify import run_classify
-from tests.conftest import compose_config, small_toy_overrides
+from tests.conftest import compose_config, run_ok, small_toy_overrides
 
 TINY = [
     "trainer.max_epochs=1",
@@ -80,6 +82,15 @@ def read_offline_run(run_dir: Path) -> tuple[dict, list[dict], int | None]:
         elif kind == "exit":
             exit_code = int(record.exit.exit_code)
     return config, history, exit_code
+
+
+def read_run_identity(run_dir: Path) -> tuple[str, str]:
+    """(group, display name) of an offline wandb run, from its run record."""
+    (log_file,) = run_dir.glob("run-*.wandb")
+    for record in wandb_records(log_file):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.run_group, record.run.display_name
+    raise AssertionError(f"{log_file}: no run record")
 
 
 def read_finished_run(run_dir: Path, timeout: float = 20.0) -> tuple[dict, list[dict], int | None]:
@@ -260,3 +271,62 @@ def test_cam_panels_show_the_present_classes():
     assert captions == ["bottle, cat", "(no class)"]
     heat = panels[0][:, 24 + 4 :]
     assert heat[4, 4].sum() > heat[-1, -1].sum()  # hot where the class scores
+
+
+def test_pipeline_sweep_logs_each_setting_as_one_named_group(offline_wandb, toy_root):
+    """`ficklenet-pipeline -m model.p=0,0.9 logger=wandb debug=fast` through the
+    submitit_local launcher (SLURM's local twin): two whole pipelines, each in its
+    own run directory; read back from the offline runs, each setting's stage runs
+    share one group named after that pipeline run, are named <run>/<stage>, carry
+    its model.p, and its evaluations log the mIoU without and with the CRF."""
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "model.p=0,0.9",
+        "logger=wandb",
+        "debug=fast",
+        f"data.root={toy_root}",
+        "data.make_toy_if_missing=false",
+        "data.crop_size=64",
+        "localize.localize.n=4",
+        "localize.localize.overlays=0",
+        "evaluate.overlays=0",
+        "evaluate_crf.overlays=0",
+        "evaluate_crf.crf_workers=0",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run_ok([sys.executable, "-m", "ficklenet.tasks.pipeline", *args], offline_wandb, env)
+    (sweep,) = (offline_wandb / "runs" / "pipeline-multirun").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
+    groups = {}
+    for job, p in (("0", 0.0), ("1", 0.9)):
+        run = sweep / job
+        assert json.loads((run / "metrics.json").read_text()).keys() == {
+            "classify",
+            "localize",
+            "segment",
+            "evaluate",
+            "evaluate_crf",
+        }
+        names = {}
+        for stage in ("classify", "localize", "segment", "evaluate", "evaluate_crf"):
+            (offline,) = (run / stage / "wandb").glob("offline-run-*")
+            group, name = read_run_identity(offline)
+            config, history, exit_code = read_finished_run(offline)
+            assert exit_code == 0, (job, stage)
+            assert name == f"{group}/{stage}", (group, name)
+            assert config["pipeline"]["model_p"] == pytest.approx(p)
+            assert config["pipeline"]["name"] == group
+            names[stage] = group
+            logged = {key: row[key] for row in history for key in row}
+            if stage.startswith("evaluate"):
+                metrics = json.loads((run / stage / "metrics.json").read_text())
+                assert logged["val/miou_no_crf"] == pytest.approx(metrics["miou_no_crf"])
+                assert logged["val/miou"] == pytest.approx(metrics["miou"])
+                assert ("val/miou_crf" in logged) == (stage == "evaluate_crf")
+                assert "val/per_class_iou" in logged
+            if stage == "localize":
+                assert "seed/miou" in logged and "cam/miou_curve" in logged
+        assert len(set(names.values())) == 1, names  # one group per pipeline run
+        groups[job] = names["classify"]
+    assert "model.p=0.9" in groups["1"] and groups["0"] != groups["1"]

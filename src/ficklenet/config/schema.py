@@ -9,11 +9,11 @@ it is what it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 @dataclass
@@ -146,11 +146,26 @@ class LoggerConfig:
     # Runs of one sweep share a group (defaults to the sweep directory's name).
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    # wandb: offline needs no account; `wandb sync` uploads later.
-    offline: bool = True
+    # wandb: offline needs no account (`wandb sync <run>/wandb/offline-run-*` uploads
+    # later); null: online once `wandb login` was run (or WANDB_API_KEY is set).
+    offline: bool | None = None
+    # wandb: also upload the checkpoints as artifacts (large; off by default).
+    log_checkpoints: bool = False
     # Validation images logged as panels each validation epoch (wandb and
     # tensorboard only: classifier CAMs, segmenter prediction vs truth); 0 = none.
     panels: int = 4
+
+
+@dataclass
+class PipelineInfo:
+    """Set by ``ficklenet-pipeline`` on each stage it runs, so that loggers group
+    and label the stage runs of one pipeline: its name and its shared settings."""
+
+    name: str = ""
+    run_dir: str = ""
+    seed: int = 0
+    model_p: float | None = None
+    model_dropout: str | None = None
 
 
 @dataclass
@@ -167,6 +182,8 @@ class ClassifyConfig:
     ckpt_path: str | None = None
     # A short name for this run in loggers; the run directory name otherwise.
     name: str | None = None
+    # The pipeline this run belongs to (set by ficklenet-pipeline; logged).
+    pipeline: PipelineInfo | None = None
 
 
 @dataclass
@@ -233,10 +250,13 @@ class LocalizeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     localize: LocalizeOptions = field(default_factory=LocalizeOptions)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Seed and CAM quality go to this logger too (metrics.json always has them).
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     # Base of each image's generator seed (maps are reproducible per image,
     # whatever the order, rank or resume point).
     seed: int = 0
     name: str | None = None
+    pipeline: PipelineInfo | None = None
 
 
 _REGISTERED = False
@@ -253,6 +273,7 @@ def register_schemas() -> None:
     cs.store(name="localize_schema", node=LocalizeConfig)
     cs.store(name="segment_schema", node=SegmentConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="pipeline_schema", node=PipelineConfig)
     _REGISTERED = True
 
 
@@ -349,6 +370,7 @@ class SegmentConfig:
     # Resume: a checkpoint path, or "last" for <run dir>/checkpoints/last.ckpt.
     ckpt_path: str | None = None
     name: str | None = None
+    pipeline: PipelineInfo | None = None
 
 
 @dataclass
@@ -381,13 +403,83 @@ class EvaluateConfig:
     # split between the processes and the confusion matrices summed). The other
     # trainer keys are unused here; inference runs in float32.
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # mIoU (with and without CRF) and per-class IoU go to this logger too.
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     progress: bool = True
     seed: int = 0
     name: str | None = None
+    pipeline: PipelineInfo | None = None
+
+
+# The settings ficklenet-pipeline shares with its stages: each stage's copy is an
+# interpolation of the pipeline's top-level key, so `data=voc`, `model.p=0.5` or
+# `trainer=gpu` on the pipeline reach every stage that has the key. The trainer is
+# shared key by key (the keys below; a stage's own value, e.g. classify's
+# trainer.max_epochs from an experiment, replaces the shared one).
+_SHARED_TRAINER_KEYS = (
+    "max_epochs",
+    "max_steps",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "precision",
+    "deterministic",
+    "sync_batchnorm",
+    "enable_progress_bar",
+    "fast_dev_run",
+    "limit_train_batches",
+    "limit_val_batches",
+)
+
+
+def _shared_trainer() -> TrainerConfig:
+    return TrainerConfig(**{k: II(f"trainer.{k}") for k in _SHARED_TRAINER_KEYS})
+
+
+def _shared(stage: type, **extra: Any) -> Any:
+    """A stage's schema whose shared keys interpolate the pipeline's."""
+    keys = {f.name for f in fields(stage)}
+    shared = dict(seed=II("seed"), data=II("data"), logger=II("logger"), trainer=_shared_trainer())
+    if "backbone" in keys:
+        shared["backbone"] = II("backbone")
+    return stage(**{k: v for k, v in shared.items() if k in keys}, **extra)
+
+
+@dataclass
+class PipelineConfig:
+    """``ficklenet-pipeline``: every stage's settings under its name, plus the
+    settings the stages share at the top level (the stages' copies interpolate
+    them; see conf/pipeline.yaml)."""
+
+    classify: ClassifyConfig = field(
+        default_factory=lambda: _shared(ClassifyConfig, model=II("model"))
+    )
+    localize: LocalizeConfig = field(default_factory=lambda: _shared(LocalizeConfig))
+    segment: SegmentConfig = field(default_factory=lambda: _shared(SegmentConfig))
+    evaluate: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
+    evaluate_crf: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
+    # Stages to run, in order; a stage whose metrics.json exists is skipped.
+    stages: list[str] = field(
+        default_factory=lambda: ["classify", "localize", "segment", "evaluate", "evaluate_crf"]
+    )
+    # last: the end of each training schedule (as the papers report); best: the best
+    # epoch on val, which then is labelled wherever it is reported.
+    checkpoint: str = "last"
+    seed: int = 0
+    name: str | None = None
+    run_dir: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 __all__ += [
     "EvaluateConfig",
+    "PipelineConfig",
+    "PipelineInfo",
     "SegmentConfig",
     "SegmenterModelConfig",
     "TrainCRFConfig",

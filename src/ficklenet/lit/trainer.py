@@ -1,14 +1,13 @@
-"""Lightning Trainer, loggers and callbacks from the ``trainer``/``logger`` configs.
+"""Lightning Trainer and callbacks from the ``trainer`` config.
 
-One place builds them for every training stage, so metric names, checkpoint
-layout (``<run>/checkpoints/{best,last}.ckpt``) and logging behave the same for
-the classifier and the segmenter, on one CPU or many GPUs.
+One place builds them for every training stage, so checkpoint layout
+(``<run>/checkpoints/{best,last}.ckpt``), reseeding and progress behave the same for
+the classifier and the segmenter, on one CPU or many GPUs. Loggers:
+:mod:`ficklenet.lit.loggers`.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import (
     Callback,
@@ -25,8 +23,7 @@ from pytorch_lightning.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
-from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers import Logger
 
 
 class SetEpochCallback(Callback):
@@ -63,78 +60,6 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     """A 63-bit seed for training step ``step`` on ``rank`` (SeedSequence mixing)."""
     state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(2, np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts;
-    this one continues it (a resumed run keeps the rows of the attempts before)."""
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if path.is_file():
-            with path.open(newline="") as file:
-                self.metrics_keys = sorted(next(csv.reader(file), []))
-
-
-class ResumableCSVLogger(CSVLogger):
-    """``logs/metrics.csv`` across resumes: the rows of every attempt, in order
-    (steps replayed after a kill appear again; the later rows are the ones kept
-    in the checkpoint's history)."""
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None) -> Logger | None:
-    """csv (default), tensorboard or wandb (offline unless ``logger.offline=false``)."""
-    kind = logger_cfg.name
-    if kind == "none":
-        return None
-    if kind == "csv":
-        return ResumableCSVLogger(
-            save_dir=str(run_dir), name="logs", version="", flush_logs_every_n_steps=10
-        )
-    if kind == "tensorboard":
-        return TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
-    if kind == "wandb":
-        logger = WandbLogger(
-            project=logger_cfg.project,
-            entity=logger_cfg.entity,
-            group=logger_cfg.group,
-            tags=list(logger_cfg.tags),
-            name=name,
-            save_dir=str(run_dir),
-            offline=bool(logger_cfg.offline),
-        )
-        if config is not None:
-            logger.log_hyperparams(config)
-        return logger
-    raise ValueError(f"logger.name must be csv, tensorboard, wandb or none, got {kind!r}")
-
-
-def close_logger(logger: Logger | None) -> None:
-    """Finish a wandb run (also after a crash, so its files are complete).
-
-    Called from the stages' ``finally``: when an exception is propagating the run
-    is finished with exit code 1 (shown as failed once synced). Errors while
-    finishing are logged, never raised over the original one.
-    """
-    if not isinstance(logger, WandbLogger):
-        return
-    import wandb
-
-    if wandb.run is None:
-        return
-    crashed = sys.exc_info()[0] is not None
-    try:
-        wandb.finish(exit_code=1 if crashed else 0)
-    except Exception:  # noqa: BLE001 - never mask the stage's own error
-        logging.getLogger(__name__).exception("could not finish the wandb run")
 
 
 def build_trainer(

@@ -1,9 +1,10 @@
-"""The console entry point of a stage's Hydra app (``ficklenet-<stage>``).
+"""The console entry point of each Hydra app (``ficklenet-<stage>``, ``-pipeline``).
 
-One factory for the four stages: the app composes ``conf/<stage>.yaml`` against
-its typed schema, and a multirun that names no ``hydra.sweep.dir`` gets one named
-by its command (:mod:`ficklenet.config.sweeps`), so rerunning a crashed sweep
-resumes it.
+One factory for every app: the app composes ``conf/<app>.yaml`` against its typed
+schema; ``experiment=NAME`` is replaced by that experiment's overrides for the app
+(:mod:`ficklenet.config.experiments`); and a multirun that names no
+``hydra.sweep.dir`` gets one named by its command (:mod:`ficklenet.config.sweeps`),
+so rerunning a crashed sweep resumes it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ import hydra
 from omegaconf import DictConfig
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config.experiments import ExperimentError, expand_experiment
 from ficklenet.config.sweeps import pin_sweep_dir
 
 
-def stage_main(stage: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
-    """``main()`` for ``ficklenet-<stage>``: Hydra's app around ``run``."""
+def stage_main(app: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+    """``main()`` for ``ficklenet-<app>``: Hydra's app around ``run``."""
     register_schemas()
-    app = hydra.main(config_path=str(conf_dir()), config_name=stage, version_base="1.3")(run)
+    hydra_app = hydra.main(config_path=str(conf_dir()), config_name=app, version_base="1.3")(run)
 
     def main() -> Any:
-        sys.argv[1:] = pin_sweep_dir(sys.argv[1:], stage)
-        return app()
+        try:
+            argv = expand_experiment(app, sys.argv[1:])
+        except ExperimentError as err:
+            raise SystemExit(f"ficklenet-{app}: {err}") from None
+        sys.argv[1:] = pin_sweep_dir(argv, app)
+        return hydra_app()
 
-    main.__doc__ = f"ficklenet-{stage}: {run.__doc__ or ''}"
+    main.__doc__ = f"ficklenet-{app}: {run.__doc__ or ''}"
     return main

@@ -44,10 +44,11 @@ from ficklenet.data.transforms import EvalTransform, denormalize
 from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
 from ficklenet.geometry import grid_to_image, resize, scaled_size
+from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run
+from ficklenet.tasks.run_dir import prepare_run, run_name
 from ficklenet.viz import label_overlay, save_panel
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     validate_evaluate(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
     fabric = launch_processes(cfg.trainer)
-    run_dir, _ = prepare_run(cfg, run_dir)
+    run_dir, config = prepare_run(cfg, run_dir)
     data_cfg = cfg.data if cfg.data is not None else model.cfg.data
     if fabric.is_global_zero:
         ensure_dataset(data_cfg)
@@ -254,9 +255,39 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         metrics.update(miou=miou_net, per_class_iou=_by_name(iou_net))
     if fabric.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
+        report_to_logger(cfg, run_dir, config, metrics, columns)
         print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
         log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
     return float(metrics["miou"])
+
+
+def report_to_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    columns: dict[str, np.ndarray],
+) -> None:
+    """The mIoU with and without CRF, and the per-class IoU table, to the logger."""
+    split = cfg.split
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    try:
+        rows = [
+            [name, *(None if not np.isfinite(v[c]) else float(v[c]) for v in columns.values())]
+            for c, name in enumerate(CLASS_NAMES)
+        ]
+        log_results(
+            logger,
+            {
+                f"{split}/miou": metrics["miou"],
+                f"{split}/miou_no_crf": metrics["miou_no_crf"],
+                f"{split}/miou_crf": metrics.get("miou_crf"),
+            },
+            {f"{split}/per_class_iou": Table(["class", *columns], rows)},
+            run_dir,
+        )
+    finally:
+        close_logger(logger)
 
 
 def _by_name(iou: np.ndarray) -> dict[str, float]:

@@ -31,9 +31,10 @@ from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.files import read_json, write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
+from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.localization.quality import score_localization
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run
+from ficklenet.tasks.run_dir import prepare_run, run_name
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     # Load (and so check) the checkpoint before the run directory gets anything:
     # a wrong file must not leave a config or manifest behind.
     classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt, key="classifier.ckpt")
-    run_dir, _ = prepare_run(cfg, run_dir)
+    run_dir, config = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
     opt = cfg.localize
@@ -190,6 +191,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         **quality,
     }
     write_json(run_dir / "metrics.json", metrics)
+    report_to_logger(cfg, run_dir, config, metrics)
     if quality.get("scored_images"):
         log.info(
             "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
@@ -204,6 +206,45 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
             quality["scored_images"],
         )
     return float(metrics.get("seed/miou", float("nan")))
+
+
+def report_to_logger(
+    cfg: DictConfig, run_dir: Path, config: dict[str, Any], metrics: dict[str, Any]
+) -> None:
+    """Seed and CAM quality to the logger: the headline figures as scalars, the CAM
+    mIoU and object-recall curves and the per-class seed IoU as tables."""
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    try:
+        keys = (
+            "seed/miou",
+            "seed/precision",
+            "seed/recall",
+            "seed/labelled_fraction",
+            "cam/best_miou",
+            "cam/best_bg_threshold",
+            "cam/object_recall",
+            "images_per_second",
+        )
+        tables = {}
+        if metrics.get("scored_images"):
+            tables = {
+                "cam/miou_curve": Table(
+                    ["bg_threshold", "miou"],
+                    [[r["bg_threshold"], r["miou"]] for r in metrics["cam/miou_curve"]],
+                    curve=("bg_threshold", "miou"),
+                ),
+                "cam/object_recall_curve": Table(
+                    ["threshold", "recall"],
+                    [[r["threshold"], r["recall"]] for r in metrics["cam/object_recall_curve"]],
+                    curve=("threshold", "recall"),
+                ),
+                "seed/per_class_iou": Table(
+                    ["class", "iou"], [[k, v] for k, v in metrics["seed/per_class_iou"].items()]
+                ),
+            }
+        log_results(logger, {k: metrics.get(k) for k in keys}, tables, run_dir)
+    finally:
+        close_logger(logger)
 
 
 main = stage_main("localize", run_localize)

@@ -1,34 +1,34 @@
 """``ficklenet-pipeline``: classify → localize → segment → evaluate in one run directory.
 
-    ficklenet-pipeline                                   # toy data, CPU, runs/pipeline/<time>
-    ficklenet-pipeline run_dir=runs/pipeline/toy         # rerun: finished stages are skipped
-    ficklenet-pipeline run_dir=... stages=[localize,segment,evaluate]   # rerun from a stage
-    ficklenet-pipeline data.root=/x trainer=gpu classify/model.p=0.5 localize/localize.n=50
+    ficklenet-pipeline                                          # toy data, CPU
+    ficklenet-pipeline -m model.p=0,0.3,0.5,0.7,0.9 seed=0,1,2   # one pipeline per setting
+    ficklenet-pipeline -m 'table5=glob(*)' seed=0,1,2             # the paper's Table 5
     ficklenet-pipeline experiment=paper_vgg16 data.root=/path/VOCdevkit/VOC2012
-    ficklenet-pipeline checkpoint=best      # chain best-on-val checkpoints (labelled)
+    ficklenet-pipeline segment.segmenter.fg_thresh=0.9 checkpoint=best
+    ficklenet-pipeline hydra.run.dir=<run> stages=[segment,evaluate,evaluate_crf]
 
-Each stage is composed from its own config (``conf/<stage>.yaml``) exactly as its
-own app would be, and runs in ``<run_dir>/<stage>/``. An override ``key=value``
-goes to every stage whose config has ``key``'s first part (``data``, ``trainer``,
-``seed``, ...); ``stage/key=value`` goes to that stage only. The stages are
-chained through their outputs (classifier checkpoint → ``classifier.ckpt``, seeds
-→ ``seeds``, segmenter checkpoint → ``segmenter.ckpt``). The checkpoints passed on
-are those at the end of each schedule (``last.ckpt``), as the papers report;
-``checkpoint=best`` passes the best-on-val ones instead, which the report labels,
-since picking them on the split that is then reported inflates the figure. A stage whose
-``metrics.json`` exists is finished and skipped; an interrupted one resumes
-(training from ``last.ckpt``, localization at the next image). At the end the
-results table is printed and written to ``<run_dir>/metrics.json`` and
-``<run_dir>/report.md``. ``experiment=NAME`` puts the per-stage overrides of
-``conf/pipeline/NAME.yaml`` (the paper settings) before the command line's.
+A Hydra app like the stages' (``--help``, ``--cfg job``, ``-m``, launchers). Its
+config (``conf/pipeline.yaml``) holds every stage's settings under the stage's name,
+composed from the same ``conf/stage/<stage>.yaml`` as that stage's own app, and the
+settings they share at the top level (``seed``, ``data``, ``backbone``, ``model``,
+``trainer``, ``logger``), which each stage's copy interpolates. Each job is one whole
+pipeline in its Hydra output directory, each stage in ``<run dir>/<stage>/``, chained
+through their outputs (classifier checkpoint → seeds → segmenter checkpoint). A stage
+whose ``metrics.json`` exists is finished and skipped; an interrupted one resumes
+(training from ``last.ckpt``, localization at the next image); so rerunning a crashed
+multirun with the same command resumes it (its sweep folder is named by the command).
+
+The checkpoints passed on are those at the end of each schedule (``last.ckpt``), as
+the papers report; ``checkpoint=best`` passes the best-on-val ones instead, which the
+report labels, since choosing them on the split that is then reported inflates it.
 
 A stage runs in this process, except when it needs several processes
-(``trainer=ddp``/``ddp_cpu``, ``trainer.devices>1``, ``trainer.num_nodes>1``) or a
-Hydra launcher is given (``hydra/launcher=submitit_slurm``, ``slurm_ddp``, with
-``hydra.launcher.*`` settings): then its own app runs it as a command
-(``python -m ficklenet.tasks.<stage> hydra.run.dir=<run_dir>/<stage> ...``, or a
-one-job multirun through the launcher: a SLURM job per stage), so Lightning, Fabric
-or SLURM start its processes exactly as they do for that app alone.
+(``trainer=ddp``/``ddp_cpu``, ``trainer.devices>1``, ``trainer.num_nodes>1``): then
+its own app runs it as a command on the stage's resolved config
+(``<stage dir>/launch.yaml``), so Lightning starts its processes exactly as for that
+app alone. Loggers: every stage run of one pipeline shares a group named after the
+pipeline run (``name``), is named ``<name>/<stage>``, and carries the pipeline's
+shared settings (``pipeline.model_p``, ``pipeline.model_dropout``, ``pipeline.seed``).
 """
 
 from __future__ import annotations
@@ -40,132 +40,71 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config import schema
+from ficklenet.config.experiments import STAGE_APP, STAGES
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.provenance import run_info
+from ficklenet.tasks.entry_point import stage_main
+from ficklenet.tasks.run_dir import hydra_run_dir
 
 log = logging.getLogger("ficklenet.pipeline")
 
-STAGES = ("classify", "localize", "segment", "evaluate", "evaluate_crf")
-#: Which training checkpoint each stage passes on: the end of its schedule, or the
-#: best epoch on the validation split.
-CHECKPOINTS = {"last": "last.ckpt", "best": "best.ckpt"}
-# evaluate_crf is the evaluate app with dense-CRF post-processing.
-_APP = {"evaluate_crf": "evaluate"}
+SCHEMAS: dict[str, type] = {
+    "classify": schema.ClassifyConfig,
+    "localize": schema.LocalizeConfig,
+    "segment": schema.SegmentConfig,
+    "evaluate": schema.EvaluateConfig,
+    "evaluate_crf": schema.EvaluateConfig,
+}
+CHECKPOINTS = ("last", "best")
 
 
-def parse_args(
-    argv: list[str],
-) -> tuple[Path, list[str], dict[str, list[str]], list[str], str]:
-    """(run_dir, stages, per-stage overrides, common overrides, checkpoint) from ``argv``.
-
-    Hydra's own overrides (``hydra/launcher=...``, ``hydra.launcher.*``) are among
-    the common ones; :func:`launch_overrides` picks them out.
-    """
-    run_dir = Path("runs/pipeline") / time.strftime("%Y-%m-%d_%H-%M-%S")
-    stages = list(STAGES)
-    per_stage: dict[str, list[str]] = {s: [] for s in STAGES}
-    common: list[str] = []
-    checkpoint = "last"
-    for arg in argv:
-        if "=" not in arg:
-            raise SystemExit(f"ficklenet-pipeline: expected key=value, got {arg!r} (see --help)")
-        key, value = arg.split("=", 1)
-        if key == "run_dir":
-            run_dir = Path(value)
-        elif key == "checkpoint":
-            if value not in CHECKPOINTS:
-                raise SystemExit(f"checkpoint={value}: choose one of {sorted(CHECKPOINTS)}")
-            checkpoint = value
-        elif key == "experiment":
-            for stage, overrides in experiment_overrides(value).items():
-                per_stage[stage] = overrides + per_stage[stage]
-        elif key == "stages":
-            stages = [s.strip() for s in value.strip("[]").split(",") if s.strip()]
-            unknown = [s for s in stages if s not in STAGES]
-            if unknown:
-                raise SystemExit(f"stages={value}: unknown {unknown}; choose from {list(STAGES)}")
-        elif "/" in key and key.split("/", 1)[0] in STAGES:
-            stage, rest = key.split("/", 1)
-            per_stage[stage].append(f"{rest}={value}")
-        else:
-            common.append(arg)
-    return run_dir, stages, per_stage, common, checkpoint
+def pipeline_name(cfg: DictConfig, run_dir: Path) -> str:
+    """``name``, else the overrides that made this job (Hydra's override_dirname),
+    else the run directory's name."""
+    if cfg.get("name"):
+        return str(cfg.name)
+    if HydraConfig.initialized():
+        dirname = HydraConfig.get().job.override_dirname
+        if dirname:
+            return str(dirname)
+    return run_dir.name
 
 
-def experiment_overrides(name: str) -> dict[str, list[str]]:
-    """Per-stage overrides of ``conf/pipeline/<name>.yaml`` (a paper setting)."""
-    path = conf_dir() / "pipeline" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise SystemExit(f"experiment={name}: no {path}; choose from {known}")
-    preset = OmegaConf.to_container(OmegaConf.load(path))
-    assert isinstance(preset, dict)
-    unknown = sorted(set(preset) - set(STAGES))
-    if unknown:
-        raise SystemExit(f"{path}: unknown stages {unknown}; stages are {list(STAGES)}")
-    return {stage: [str(o) for o in overrides] for stage, overrides in preset.items()}
-
-
-def launch_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(Hydra's own overrides, the stage config's) of ``overrides``."""
-    own = [o for o in overrides if o.lstrip("+~").startswith(("hydra/", "hydra."))]
-    return own, [o for o in overrides if o not in own]
-
-
-def _root_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~").split(".")[0].split("/")[0]
-
-
-def compose_stage(stage: str, overrides: list[str]) -> DictConfig:
-    """The stage's config as its own app would compose it."""
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name=_APP.get(stage, stage), overrides=overrides)
-
-
-def stage_overrides(
-    stage: str, run_dir: Path, common: list[str], own: list[str], checkpoint: str = "last"
-) -> list[str]:
-    """Chaining + common overrides that apply to this stage + its own."""
-    chain = _chain(stage, run_dir, checkpoint)
-    base = compose_stage(stage, chain)
-    # A key the stage leaves null (evaluate's data: taken from the checkpoint)
-    # is not overridden.
-    shared = [o for o in common if base.get(_root_key(o)) is not None]
-    return chain + shared + own
-
-
-def _check_common_overrides(run_dir: Path, common: list[str]) -> None:
-    """An override that no stage has is a typo or an unsupported option: stop."""
-    if not common:
-        return
-    known: set[str] = set()
+def stage_configs(cfg: DictConfig, run_dir: Path) -> dict[str, DictConfig]:
+    """Each stage's config as its own app would get it: resolved, typed by its
+    schema (a wrong type is refused here, before any stage runs), and labelled with
+    the pipeline it belongs to."""
+    cfg.run_dir = str(run_dir)
+    name = pipeline_name(cfg, run_dir)
+    info = schema.PipelineInfo(
+        name=name,
+        run_dir=str(run_dir),
+        seed=int(cfg.seed),
+        model_p=float(cfg.model.p),
+        model_dropout=str(cfg.model.dropout),
+    )
+    out = {}
     for stage in STAGES:
-        known |= set(compose_stage(stage, _chain(stage, run_dir)).keys())
-    unused = [o for o in common if _root_key(o) not in known]
-    if unused:
-        raise SystemExit(
-            f"ficklenet-pipeline: {unused} applies to none of the stages "
-            f"(their top-level keys: {sorted(known)}). Use stage/key=value for one stage."
-        )
+        values = OmegaConf.to_container(cfg[stage], resolve=True)
+        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[stage]), values)
+        typed.name = f"{name}/{stage}"
+        if typed.logger.group is None:
+            typed.logger.group = name
+        typed.pipeline = info
+        out[stage] = typed
+    return out
 
 
-def _chain(stage: str, run_dir: Path, checkpoint: str = "last") -> list[str]:
-    name = CHECKPOINTS[checkpoint]
-    if stage == "localize":
-        return [f"classifier.ckpt={run_dir / 'classify' / 'checkpoints' / name}"]
-    if stage == "segment":
-        return [f"seeds={run_dir / 'localize'}"]
-    if stage in ("evaluate", "evaluate_crf"):
-        chain = [f"segmenter.ckpt={run_dir / 'segment' / 'checkpoints' / name}"]
-        return chain + (["crf=true"] if stage == "evaluate_crf" else ["crf=false"])
-    return []
+def validate_pipeline(cfg: DictConfig) -> None:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages={list(cfg.stages)}: unknown {unknown}; stages are {list(STAGES)}")
+    if cfg.checkpoint not in CHECKPOINTS:
+        raise ValueError(f"checkpoint={cfg.checkpoint!r}: choose one of {list(CHECKPOINTS)}")
 
 
 def needs_own_processes(cfg: DictConfig) -> bool:
@@ -178,16 +117,22 @@ def needs_own_processes(cfg: DictConfig) -> bool:
     return several or int(trainer.get("num_nodes", 1)) > 1 or "ddp" in str(trainer.strategy)
 
 
-def run_stage_command(stage: str, overrides: list[str], stage_dir: Path, launch: list[str]) -> None:
-    """Run the stage's own app as a command into ``stage_dir`` (through the Hydra
-    launcher of ``launch`` when given: a one-job multirun)."""
-    cmd = [sys.executable, "-m", f"ficklenet.tasks.{_APP.get(stage, stage)}"]
-    if launch:
-        sweep = [f"hydra.sweep.dir={stage_dir.parent}", f"hydra.sweep.subdir={stage_dir.name}"]
-        cmd += ["-m", *launch, *sweep]
-    else:
-        cmd.append(f"hydra.run.dir={stage_dir}")
-    cmd += overrides
+def run_stage_command(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
+    """Run the stage's own app as a command on its resolved config."""
+    app = STAGE_APP.get(stage, stage)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    launch = OmegaConf.create({"defaults": [f"{app}_schema", "_self_"]})
+    launch = OmegaConf.merge(launch, OmegaConf.to_container(cfg, resolve=True))
+    with atomic_path(stage_dir / "launch.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(launch))
+    cmd = [
+        sys.executable,
+        "-m",
+        f"ficklenet.tasks.{app}",
+        f"--config-dir={stage_dir}",
+        "--config-name=launch",
+        f"hydra.run.dir={stage_dir}",
+    ]
     log.info("[%s] %s", stage, " ".join(cmd))
     returncode = subprocess.run(cmd).returncode
     if returncode != 0:
@@ -237,6 +182,7 @@ def results_table(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("seed recall", pct("localize", "seed/recall")),
         ("seed labelled fraction", pct("localize", "seed/labelled_fraction")),
         ("CAM best mIoU (bg sweep)", pct("localize", "cam/best_miou")),
+        ("CAM object recall (at the seed threshold)", pct("localize", "cam/object_recall")),
         ("segmenter val mIoU, no CRF", pct("evaluate", "miou")),
         ("segmenter val mIoU, dense CRF", pct("evaluate_crf", "miou")),
     ]
@@ -273,41 +219,38 @@ def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint:
     return table
 
 
-def run_pipeline(argv: list[str]) -> dict[str, Any]:
-    run_dir, stages, per_stage, common, checkpoint = parse_args(argv)
+def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Run the stages of ``cfg.stages`` in ``run_dir`` (default: Hydra's output
+    directory); return the final segmenter val mIoU (with CRF when it ran) for
+    sweepers, NaN when no evaluation ran."""
+    validate_pipeline(cfg)
+    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir() or Path(cfg.run_dir)
+    configs = stage_configs(cfg, run_dir.absolute())
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     write_json(run_dir / "run_info.json", run_info())
-    launch, common = launch_overrides(common)
-    _check_common_overrides(run_dir, common)
-    for stage in stages:
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for stage in cfg.stages:
         stage_dir = run_dir / stage
         if (stage_dir / "metrics.json").is_file():
             log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
             continue
-        own_launch, overrides = launch_overrides(per_stage[stage])
-        overrides = stage_overrides(stage, run_dir, common, overrides, checkpoint)
-        log.info("[%s] %s", stage, " ".join(overrides) or "(defaults)")
         t0 = time.perf_counter()
-        cfg = compose_stage(stage, overrides)
-        if launch or own_launch or needs_own_processes(cfg):
-            run_stage_command(stage, overrides, stage_dir, launch + own_launch)
+        if needs_own_processes(configs[stage]):
+            run_stage_command(stage, configs[stage], stage_dir)
         else:
-            run_stage(stage, cfg, stage_dir)
+            run_stage(stage, configs[stage], stage_dir)
         log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
     res = results(run_dir)
     write_json(run_dir / "metrics.json", res)
-    table = write_report(run_dir, res, time.perf_counter() - start, checkpoint)
+    table = write_report(run_dir, res, time.perf_counter() - start, str(cfg.checkpoint))
     print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
-    return res
+    final = res.get("evaluate_crf", res.get("evaluate", {})).get("miou")
+    return float("nan") if final is None else float(final)
 
 
-def main() -> None:
-    if any(a in ("-h", "--help") for a in sys.argv[1:]):
-        print(__doc__)
-        return
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    run_pipeline(sys.argv[1:])
+main = stage_main("pipeline", run_pipeline)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ficklenet.checkpoints import read_checkpoint
-from ficklenet.lit.trainer import build_logger, build_trainer, close_logger
+from ficklenet.lit.loggers import build_logger, close_logger
+from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
     prepare_run,
     previous_run,
