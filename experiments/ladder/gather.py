@@ -1,9 +1,12 @@
-"""Gather the ladder (``run.py``) into tables, a paired comparison and a plot.
+"""Gather the ladder (``run.sh``) into tables, a paired comparison and plots.
 
     python experiments/ladder/gather.py [RUNS_DIR] [--out DIR]
 
-Reads ``<RUNS_DIR>/<row>/seed<S>/`` (default ``runs/ladder``): the pipeline's
-``metrics.json`` and, for pipeline rows, ``localize_val/metrics.json``. Writes into
+Reads every pipeline job of the sweeps under ``RUNS_DIR`` (default ``runs/ladder``):
+``<sweep>/<job>/`` with the pipeline's ``metrics.json``, the job's overrides
+(``.hydra/overrides.yaml``: its ``table5=`` row and its ``seed=``) and, for the
+Table 5 rows, ``localize_val/metrics.json``. A job without ``table5=`` belongs to
+the row its sweep folder names (``supervised``, ``gt_seeds``). Writes into
 ``--out`` (default: this folder) ``results.json`` (every run's figures and every
 row's mean, std and n), ``results.md`` (the ladder, the paired comparison of
 FickleNet p=0.9 against the deterministic classifier, and Table 5 beside the
@@ -150,14 +153,34 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     }
 
 
+def job_overrides(job: Path) -> dict[str, str]:
+    """The ``key=value`` overrides Hydra recorded for a job."""
+    import yaml
+
+    path = job / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) if path.is_file() else []
+    return dict(str(item).split("=", 1) for item in items or [] if "=" in str(item))
+
+
+def find_jobs(runs_dir: Path) -> dict[str, dict[int, Path]]:
+    """{row: {seed: job directory}} over every sweep under ``runs_dir``."""
+    rows: dict[str, dict[int, Path]] = {}
+    for metrics in sorted(runs_dir.glob("*/*/metrics.json")):
+        job = metrics.parent
+        overrides = job_overrides(job)
+        row = overrides.get("table5", job.parent.name)
+        rows.setdefault(row, {})[int(overrides.get("seed", 0))] = job
+    return rows
+
+
 def gather(runs_dir: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    for row_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+    for row, jobs in find_jobs(runs_dir).items():
         runs = {}
-        for seed_dir in sorted(row_dir.glob("seed*")):
-            figures = read_run(seed_dir)
+        for seed, job in sorted(jobs.items()):
+            figures = read_run(job)
             if figures["segmenter mIoU"] is not None:
-                runs[int(seed_dir.name[4:])] = figures
+                runs[seed] = figures
         if not runs:
             continue
         summary = {}
@@ -166,7 +189,7 @@ def gather(runs_dir: Path) -> dict[str, Any]:
             if values:
                 mean, std = mean_std(values)
                 summary[name] = {"mean": mean, "std": std, "n": len(values)}
-        rows[row_dir.name] = {"runs": runs, "summary": summary}
+        rows[row] = {"runs": runs, "summary": summary, "jobs": {s: str(j) for s, j in jobs.items()}}
     comparisons = {}
     if "fickle_0.9" in rows and "deterministic" in rows:
         for name in ("seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF"):
@@ -318,7 +341,7 @@ def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], l
     return epochs, [sum(losses[e]) / len(losses[e]) for e in epochs], [values[e] for e in epochs]
 
 
-def plot_curves(runs_dir: Path, path: Path, seed: int = 0) -> None:
+def plot_curves(result: dict[str, Any], path: Path, seed: int = 0) -> None:
     """Training loss and the validation metric per epoch of seed ``seed``'s runs: is
     each stage trained to near convergence by its default budget?"""
     import matplotlib
@@ -339,7 +362,8 @@ def plot_curves(runs_dir: Path, path: Path, seed: int = 0) -> None:
     drawn = False
     for col, (stage, metric, title, rows) in enumerate(panels):
         for row in rows:
-            csv_path = runs_dir / row / f"seed{seed}" / stage / "logs" / "metrics.csv"
+            job = result["rows"].get(row, {}).get("jobs", {}).get(seed)
+            csv_path = Path(job or "/nonexistent") / stage / "logs" / "metrics.csv"
             if not csv_path.is_file():
                 continue
             epochs, loss, value = epoch_curves(csv_path, metric)
@@ -367,7 +391,7 @@ def main() -> None:
     text = markdown(result)
     (out / "results.md").write_text(text)
     plot(result, out / "table5.png")
-    plot_curves(Path(args.runs_dir), out / "curves.png")
+    plot_curves(result, out / "curves.png")
     print(text)
 
 
