@@ -66,8 +66,14 @@ def read_checkpoint(
 
 def keep_config(module: pl.LightningModule, config: dict[str, Any] | DictConfig) -> DictConfig:
     """Store the resolved config as ``module``'s hyper-parameters — so it is inside
-    every checkpoint, where :func:`read_checkpoint` finds it — and return it."""
+    every checkpoint, where :func:`read_checkpoint` finds it — and return it.
+
+    The hyper-parameters also say ``load_pretrained=False``: they are what
+    Lightning's ``load_from_checkpoint`` rebuilds the module with, and a rebuilt
+    module takes every weight from the checkpoint, so it must not ask for the
+    ImageNet file its backbone was first initialised from.
+    """
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
-    module.save_hyperparameters({"config": config})
+    module.save_hyperparameters({"config": config, "load_pretrained": False})
     return OmegaConf.create(config)
