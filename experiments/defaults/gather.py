@@ -50,12 +50,16 @@ def main() -> None:
         for formula in FORMULAS:
             seeds = read(runs / f"seeds_{key}_{formula}" / "metrics.json")
             seg = read(runs / f"seg_{key}_{formula}" / "metrics.json")
-            lines.append(
-                f"| {label} | {pct(cls.get('val/mAP'))} | {formula} | {pct(seeds.get('seed/miou'))} "
-                f"| {pct(seeds.get('seed/precision'))} | {pct(seeds.get('seed/labelled_fraction'))} "
-                f"| {pct(seeds.get('cam/object_recall'))} | {pct(seg.get('train/pred_miou'))} "
-                f"| {pct(seg.get('val/miou'))} |"
-            )
+            cells = [
+                label,
+                pct(cls.get("val/mAP")),
+                formula,
+                *(pct(seeds.get(k)) for k in ("seed/miou", "seed/precision")),
+                *(pct(seeds.get(k)) for k in ("seed/labelled_fraction", "cam/object_recall")),
+                pct(seg.get("train/pred_miou")),
+                pct(seg.get("val/miou")),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (HERE / "results.md").write_text(text)
     print(text)
