@@ -10,6 +10,7 @@ test_classify_e2e.py and test_localize_stage.py.)
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,31 @@ from ficklenet.data.voc import VOCReader
 from tests.conftest import BIN, small_toy_overrides
 from tests.conftest import run_ok as _run
 
+# 21 validation images: two processes cannot split them evenly, so a padding
+# sampler would count one image twice.
+VAL21 = "val21"
+
 
 @pytest.fixture(scope="module")
-def ddp_segment(tmp_path_factory, toy_root, toy_seeds) -> Path:
+def toy21(tmp_path_factory, toy_root) -> Path:
+    """The small toy set with a split of 21 validation images (val + one train)."""
+    root = tmp_path_factory.mktemp("toy21") / "voc"
+    shutil.copytree(toy_root, root)
+    sets = root / "ImageSets" / "Segmentation"
+    ids = (sets / "val.txt").read_text().split() + (sets / "train.txt").read_text().split()[:1]
+    (sets / f"{VAL21}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ddp_segment(tmp_path_factory, toy21, toy_seeds) -> Path:
     base = tmp_path_factory.mktemp("ddp_segment")
     run = base / "run"
     _run(
         [
             str(BIN / "ficklenet-segment"),
-            *small_toy_overrides(toy_root),
+            *small_toy_overrides(toy21),
+            f"data.val_split={VAL21}",
             f"seeds={toy_seeds}",
             "seed_eval_split=null",
             "segmenter.crf_workers=0",
@@ -66,10 +83,11 @@ def test_segmenter_trains_in_two_processes_into_one_run_directory(ddp_segment, t
     assert metrics["epochs"] == 2
     # 40 images, batch 8 per process, 2 processes: 2 steps per epoch (not 5).
     assert metrics["steps"] == 4
-    # val/miou of the last epoch is over all 20 val images, both processes' halves:
-    # one process evaluating last.ckpt (same weights, scale 1, no flip) agrees.
-    single = _evaluate(run / "checkpoints" / "last.ckpt", tmp_path / "single")
-    assert single["images"] == 20
+    # val/miou of the last epoch is over all 21 val images, each counted once although
+    # the 2 processes hold 11 and 10: one process evaluating last.ckpt (same weights,
+    # scale 1, no flip) agrees.
+    single = _evaluate(run / "checkpoints" / "last.ckpt", tmp_path / "single", f"split={VAL21}")
+    assert single["images"] == 21
     assert metrics["val/miou"] == pytest.approx(single["miou_no_crf"], abs=1e-9)
 
 

@@ -238,3 +238,23 @@ def test_killed_pipeline_sweep_resumes_when_the_same_command_is_rerun(tmp_path, 
     assert segment["steps"] == 15
     config = json.loads((sweep / "1" / "metrics.json").read_text())
     assert config["classify"]["model.p"] == 0.9
+
+
+def test_killed_run_with_gradient_accumulation_resumes_exactly(tmp_path, toy_root):
+    """accumulate_grad_batches=2 (5 batches an epoch: 3 optimiser steps): killed in
+    the second epoch and resumed, it ends with the weights of an uninterrupted run."""
+    args = [
+        *small_toy_overrides(toy_root),
+        *TRAIN,
+        "trainer.accumulate_grad_batches=2",
+        "model.p=0.9",
+    ]
+    entry = "ficklenet.tasks.classify:main"
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    _run(entry, [*args, f"hydra.run.dir={whole}"], tmp_path)
+    _run(entry, [*args, f"hydra.run.dir={killed}"], tmp_path, kill_at="train:4")
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    proc = _run(entry, [*args, f"hydra.run.dir={killed}"], tmp_path)
+    assert "resuming from" in proc.stdout + proc.stderr
+    _assert_same_run(whole, killed, ("val/mAP", "train/loss", "steps"))
+    assert json.loads((whole / "metrics.json").read_text())["steps"] == 9

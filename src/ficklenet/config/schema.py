@@ -135,6 +135,30 @@ class TrainerConfig:
     gradient_clip_val: float | None = None
     sync_batchnorm: bool = False
     enable_progress_bar: bool = True
+    # Batches whose gradients are summed before each optimiser step (each micro-batch
+    # draws its own dropout masks); the effective batch is k x data.batch_size.
+    accumulate_grad_batches: int = 1
+    # Validate every this many training batches (int) or fraction of an epoch (float);
+    # null: once per epoch (check_val_every_n_epoch).
+    val_check_interval: Any = None
+    # Lightning's profiler: null, simple, advanced or pytorch (report in the run dir).
+    profiler: str | None = None
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop training when the stage's validation metric (val/mAP, val/miou) has not
+    improved by min_delta for patience validations."""
+
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass
+class CallbacksConfig:
+    """Optional training callbacks (``callbacks`` group: default, early_stopping)."""
+
+    early_stopping: EarlyStoppingConfig | None = None
 
 
 @dataclass
@@ -176,6 +200,7 @@ class ClassifyConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     # Seeds python, numpy and torch in every process (Lightning seed_everything).
     seed: int = 0
     # Resume: a checkpoint path, or "last" for <run dir>/checkpoints/last.ckpt.
@@ -359,6 +384,7 @@ class SegmentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     # The localize stage's seeds: its run directory (holding seeds/) or a folder of
     # <id>.png index PNGs (255 = unlabelled) for every id of data.train_split.
     # null: no seeds, train fully supervised on data.pixel_labels (the ceiling).

@@ -127,13 +127,40 @@ class VOCDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
+        trainer = self.trainer
         return DataLoader(
             self.val_set,
             batch_size=self.cfg.val_batch_size,
-            shuffle=False,
+            sampler=ShardSampler(
+                len(self.val_set),
+                trainer.world_size if trainer is not None else 1,
+                trainer.global_rank if trainer is not None else 0,
+            ),
             collate_fn=self.val_collate,
             **loader_kwargs(self.cfg),
         )
+
+
+class ShardSampler(DistributedSampler):
+    """Indices ``rank, rank + world, ...``, in order and without padding.
+
+    Lightning's own distributed sampler pads the ranks' shares to equal length by
+    repeating items, so with 1,449 VOC val images on 4 GPUs some images would count
+    twice in ``val/miou`` and ``val/mAP`` (which choose ``best.ckpt``). These shares
+    partition the items: every image counts exactly once, and the metrics, reduced
+    over ranks (confusion matrices summed, predictions gathered), equal one
+    process's. A ``DistributedSampler`` subclass, so Lightning keeps it as it is.
+    """
+
+    def __init__(self, size: int, world: int = 1, rank: int = 0) -> None:
+        self.size, self.world, self.rank = int(size), int(world), int(rank)
+        self.num_replicas, self.epoch = self.world, 0
+
+    def __iter__(self):
+        return iter(range(self.rank, self.size, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))
 
 
 # --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import (
     Callback,
+    EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -38,13 +39,17 @@ class SetEpochCallback(Callback):
 
 
 class StepSeedCallback(Callback):
-    """Reseed torch's RNGs before every training step from (seed, step, rank).
+    """Reseed torch's RNGs before every training batch from (seed, step, rank,
+    micro-batch).
 
-    Everything random inside a step — FickleNet's masks (drawn from a seed taken
-    from the global RNG), dropout in the DeepLab heads — then depends only on the
-    step, so a run resumed from ``last.ckpt`` draws exactly what an uninterrupted
-    run draws (a checkpoint does not hold the RNG states), and ranks draw
-    independent streams.
+    Everything random inside a batch — FickleNet's masks (drawn from a seed taken
+    from the global RNG), dropout in the DeepLab heads — then depends only on where
+    the batch is in training, so a run resumed from ``last.ckpt`` draws exactly what
+    an uninterrupted run draws (a checkpoint does not hold the RNG states), ranks
+    draw independent streams, and with ``trainer.accumulate_grad_batches=k`` each of
+    the k micro-batches of one optimiser step draws its own masks (their index in
+    the step, ``batch_idx mod k``, enters the seed; checkpoints fall on epoch ends,
+    where the count restarts).
     """
 
     def __init__(self, seed: int) -> None:
@@ -53,12 +58,15 @@ class StepSeedCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank))
+        micro = batch_idx % max(1, int(trainer.accumulate_grad_batches))
+        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank, micro))
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A 63-bit seed for training step ``step`` on ``rank`` (SeedSequence mixing)."""
-    state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(2, np.uint32)
+def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
+    """A 63-bit seed for micro-batch ``micro`` of training step ``step`` on ``rank``
+    (SeedSequence mixing; without accumulation every micro index is 0)."""
+    entropy = [int(seed), int(step), int(rank)] + ([int(micro)] if micro else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
@@ -68,14 +76,15 @@ def build_trainer(
     logger: Logger | None,
     monitor: str,
     mode: str = "max",
-    extra_callbacks: list[Callback] | None = None,
     seed: int = 0,
+    callbacks_cfg: Any = None,
 ) -> pl.Trainer:
     """A Trainer writing checkpoints to ``<run_dir>/checkpoints``: ``best.ckpt``
     by ``monitor`` and ``last.ckpt`` (for resume) after every epoch, each written
     whole or not at all (Lightning saves through an fsspec transaction: a temporary
     file moved into place). Training steps are reseeded from ``seed``
-    (:class:`StepSeedCallback`), so resumed runs match uninterrupted ones."""
+    (:class:`StepSeedCallback`), so resumed runs match uninterrupted ones.
+    ``callbacks_cfg`` (the ``callbacks`` group) adds early stopping on ``monitor``."""
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(kwargs, dict)
     show_progress = bool(kwargs.pop("enable_progress_bar", True))
@@ -107,9 +116,19 @@ def build_trainer(
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if show_progress:
         callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
-    callbacks += extra_callbacks or []
-    if kwargs.get("gradient_clip_val") is None:
-        kwargs.pop("gradient_clip_val", None)
+    stopping = callbacks_cfg.get("early_stopping") if callbacks_cfg is not None else None
+    if stopping is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitor,
+                mode=mode,
+                patience=int(stopping.patience),
+                min_delta=float(stopping.min_delta),
+            )
+        )
+    for key in ("gradient_clip_val", "val_check_interval", "profiler"):
+        if kwargs.get(key) is None:
+            kwargs.pop(key, None)
     return pl.Trainer(
         default_root_dir=str(run_dir),
         logger=logger if logger is not None else False,

@@ -75,7 +75,13 @@ def fit(
     logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
     try:
         trainer = build_trainer(
-            cfg.trainer, run_dir, logger, monitor=monitor, mode="max", seed=cfg.seed
+            cfg.trainer,
+            run_dir,
+            logger,
+            monitor=monitor,
+            mode="max",
+            seed=cfg.seed,
+            callbacks_cfg=cfg.get("callbacks"),
         )
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, run_dir))
         return trainer, scalar_metrics(trainer.callback_metrics)
