@@ -299,6 +299,7 @@ def register_schemas() -> None:
     cs.store(name="segment_schema", node=SegmentConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="pipeline_schema", node=PipelineConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
     _REGISTERED = True
 
 
@@ -435,6 +436,31 @@ class EvaluateConfig:
     seed: int = 0
     name: str | None = None
     pipeline: PipelineInfo | None = None
+
+
+@dataclass
+class PredictConfig:
+    """``ficklenet-predict``: segment images without labels (README, "Predicting")."""
+
+    # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/last.ckpt).
+    segmenter: CheckpointRef = field(default_factory=CheckpointRef)
+    # A folder of images, or the name of a split of the dataset (VOC's test).
+    input: str = MISSING
+    # The dataset a split name refers to; null: the one stored in the checkpoint.
+    data: DataConfig | None = None
+    # As ficklenet-evaluate: input scales whose logits are summed, flip, dense CRF.
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    crf: bool = False
+    # Also write results/VOC2012/Segmentation/comp6_test_cls/ and results.tar.gz
+    # for the VOC evaluation server.
+    voc_submission: bool = False
+    # A file that cannot be decoded: skip it (named in the log and metrics.json) or stop.
+    on_bad_input: str = "skip"
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    progress: bool = True
+    seed: int = 0
+    name: str | None = None
 
 
 # The settings ficklenet-pipeline shares with its stages: each stage's copy is an

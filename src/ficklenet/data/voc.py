@@ -96,6 +96,16 @@ def _open_fully(path: Path, what: str) -> Image.Image:
     return img
 
 
+def read_rgb_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as uint8 ``(H, W, 3)`` RGB, fully decoded (grayscale, CMYK and
+    palette images converted); an unreadable file raises :class:`VOCDataError`
+    naming it."""
+    img = _open_fully(Path(path), what="image")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
 class VOCReader:
     """Read one split of a VOC2012-layout directory (real VOC, VOC + SBD, or toy).
 
@@ -291,10 +301,7 @@ class VOCReader:
                 f"{path}: image for id {image_id!r} not found. Restore the file or remove the "
                 f"id from {self.split_file}."
             )
-        img = _open_fully(path, what="image")
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return np.asarray(img, dtype=np.uint8)
+        return read_rgb_image(path)
 
     def image_size(self, image_id: str) -> tuple[int, int]:
         """``(H, W)`` of the image, read from the file header only (no decoding)."""

@@ -1,0 +1,138 @@
+"""ficklenet-predict: palette PNGs for images without labels, from a folder or a split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ficklenet.data.voc import VOCDataError, VOCReader
+from ficklenet.tasks.evaluate import run_evaluate
+from ficklenet.tasks.predict import run_predict
+from ficklenet.tasks.segment import run_segment
+from tests.conftest import ENV, compose_config, run_ok, small_toy_overrides
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory, toy_root) -> Path:
+    run = tmp_path_factory.mktemp("seg") / "run"
+    cfg = compose_config(
+        "segment",
+        [*small_toy_overrides(toy_root), "data.pixel_labels=train_aug", "trainer.max_epochs=1"],
+    )
+    run_segment(cfg, run)
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def photos(tmp_path, toy_root) -> Path:
+    """Five val images of different sizes, a corrupt JPEG and a file that is no image."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    reader = VOCReader(toy_root, "val")
+    for k, image_id in enumerate(reader.ids[:5]):
+        image = Image.open(reader.image_path(image_id))
+        image.resize((64 + 8 * k, 64 - 4 * k)).save(folder / f"{image_id}.jpg", quality=95)
+    data = reader.image_path(reader.ids[5]).read_bytes()
+    (folder / "broken.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def predict(ckpt: Path, run_dir: Path, *overrides: str) -> dict:
+    cfg = compose_config("predict", [f"segmenter.ckpt={ckpt}", "progress=false", *overrides])
+    run_predict(cfg, run_dir)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_a_folder_of_images_gets_one_palette_png_each_at_its_size(segmenter, photos, tmp_path):
+    metrics = predict(segmenter, tmp_path / "run", f"input={photos}")
+    assert metrics["images"] == 6 and metrics["written_now"] == 5
+    assert [s["file"] for s in metrics["skipped"]] == [str(photos / "broken.jpg")]
+    for image in sorted(photos.glob("*.jpg")):
+        if image.name == "broken.jpg":
+            continue
+        pred = Image.open(tmp_path / "run" / "predictions" / f"{image.stem}.png")
+        assert pred.mode == "P" and pred.size == Image.open(image).size
+    assert not list((tmp_path / "run").rglob(".*.tmp"))
+    # A rerun skips what is written.
+    assert predict(segmenter, tmp_path / "run", f"input={photos}")["written_now"] == 0
+
+
+def test_predictions_equal_evaluate_on_the_same_images(segmenter, toy_root, tmp_path):
+    overrides = ["scales=[0.75,1.0]", "flip=true", "crf=true"]
+    predict(segmenter, tmp_path / "pred", "input=val", *overrides)
+    cfg = compose_config(
+        "evaluate",
+        [
+            f"segmenter.ckpt={segmenter}",
+            "progress=false",
+            "num_workers=0",
+            "overlays=0",
+            "crf_workers=0",
+            *overrides,
+        ],
+    )
+    run_evaluate(cfg, tmp_path / "eval")
+    for image_id in VOCReader(toy_root, "val").ids:
+        a = np.asarray(Image.open(tmp_path / "pred" / "predictions" / f"{image_id}.png"))
+        b = np.asarray(Image.open(tmp_path / "eval" / "predictions" / f"{image_id}.png"))
+        assert np.array_equal(a, b), image_id
+
+
+def test_voc_split_with_a_server_ready_archive(segmenter, toy_root, tmp_path):
+    metrics = predict(segmenter, tmp_path / "run", "input=val", "voc_submission=true")
+    ids = VOCReader(toy_root, "val").ids
+    layout = tmp_path / "run" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
+    assert sorted(p.stem for p in layout.glob("*.png")) == sorted(ids)
+    with tarfile.open(metrics["voc_submission"]) as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in ids)
+
+
+def test_bad_input_stops_when_asked_and_leaves_nothing_half_written(segmenter, photos, tmp_path):
+    with pytest.raises(VOCDataError, match=r"broken\.jpg.*on_bad_input"):
+        predict(segmenter, tmp_path / "run", f"input={photos}", "on_bad_input=stop")
+    assert not list((tmp_path / "run").rglob(".*.tmp"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no images here")
+    with pytest.raises(VOCDataError, match="no images"):
+        predict(segmenter, tmp_path / "run2", f"input={empty}")
+    with pytest.raises(VOCDataError, match="no such folder"):
+        predict(segmenter, tmp_path / "run3", f"input={tmp_path / 'missing'}")
+
+
+def test_two_processes_write_each_image_once(segmenter, photos, tmp_path):
+    shutil.copytree(photos, tmp_path / "ddp_photos")
+    out = tmp_path / "two"
+    run_ok(
+        [
+            sys.executable,
+            "-m",
+            "ficklenet.tasks.predict",
+            f"segmenter.ckpt={segmenter}",
+            f"input={tmp_path / 'ddp_photos'}",
+            "trainer=ddp_cpu",
+            "progress=false",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
+        ENV,
+    )
+    one = tmp_path / "one"
+    predict(segmenter, one, f"input={photos}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and len(metrics["skipped"]) == 1
+    written = sorted(p.name for p in (out / "predictions").glob("*.png"))
+    assert written == sorted(p.name for p in (one / "predictions").glob("*.png"))
+    for name in written:
+        assert (out / "predictions" / name).read_bytes() == (
+            one / "predictions" / name
+        ).read_bytes()
