@@ -94,8 +94,9 @@ class ClassifierModelConfig:
     kernel_size: int = 9
     # "fickle": centre-preserving spatial dropout; "general": plain dropout (Table 5).
     dropout: str = "fickle"
-    # Also scale the never-dropped centre of each window by 1/(1-p) (the paper does
-    # not say; docs/method.md gives the measurement behind the default).
+    # Also scale the never-dropped centre of each window by 1/(1-p). The paper does
+    # not say; chosen on train like the map formula (experiments/defaults/results.md,
+    # docs/method.md).
     scale_centre: bool = True
 
 
@@ -240,7 +241,8 @@ class LocalizeOptions:
     # Stochastic passes per image: 200 in the paper [recalled].
     n: int = 200
     # gradcam: ReLU(sum_k mean(dS/dx_k) x_k); grad_x_act: ReLU(sum_k x_k dS/dx_k).
-    # gradcam gave better seeds for the p=0.9 toy classifier (README, "Seeds").
+    # Chosen on train by the DSRG segmenter trained on the p=0.9 classifier's seeds
+    # (experiments/defaults/results.md; the gap is within one run's noise).
     formula: str = "gradcam"
     # How the N max-normalised maps combine: max (union, the paper) or mean.
     aggregate: str = "max"
