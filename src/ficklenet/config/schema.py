@@ -522,7 +522,8 @@ class PipelineConfig:
     checkpoint: str = "last"
     seed: int = 0
     name: str | None = None
-    run_dir: str = MISSING
+    # The run directory (Hydra's output directory; unset in --cfg, which runs nothing).
+    run_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)

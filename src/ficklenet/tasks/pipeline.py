@@ -224,7 +224,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
     directory); return the final segmenter val mIoU (with CRF when it ran) for
     sweepers, NaN when no evaluation ran."""
     validate_pipeline(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir() or Path(cfg.run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir() or Path(cfg.run_dir or ".")
     configs = stage_configs(cfg, run_dir.absolute())
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
