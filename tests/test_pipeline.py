@@ -174,3 +174,32 @@ def test_same_seed_same_machine_gives_identical_maps_seeds_and_metrics(tmp_path,
     # The seed matters (the comparison above is not vacuous).
     sc = wc["classify"]["state_dict"]
     assert not all(torch.equal(wa["classify"]["state_dict"][k], sc[k]) for k in sc)
+
+
+def test_stage_commands_inside_a_one_task_slurm_job_start_their_own_processes():
+    from ficklenet.tasks.pipeline import stage_environment
+
+    one_task = {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "7", "PATH": "/bin"}
+    assert stage_environment(one_task) == {"PATH": "/bin"}
+    four_tasks = {"SLURM_NTASKS": "4", "SLURM_JOB_ID": "7", "PATH": "/bin"}
+    assert stage_environment(four_tasks) == four_tasks
+    assert stage_environment({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
+    """--help lists the groups, --cfg job prints every stage's settings, -m sweeps."""
+    import sys
+
+    from tests.conftest import ENV, run_ok
+
+    app = [sys.executable, "-m", "ficklenet.tasks.pipeline"]
+    help_text = run_ok([*app, "--help"], tmp_path, ENV).stdout
+    assert "table5: deterministic" in help_text and "experiment: paper_resnet101" in help_text
+    cfg = run_ok(
+        [*app, "--cfg", "job", "model.p=0.3", "segment.segmenter.fg_thresh=0.8"], tmp_path, ENV
+    ).stdout
+    loaded = OmegaConf.create(cfg)
+    assert loaded.model.p == 0.3 and loaded.segment.segmenter.fg_thresh == 0.8
+    assert OmegaConf.to_container(loaded.classify)["model"] == "${model}"  # the shared key
+    sweep = run_ok([*app, "-m", "model.p=0,0.9", "--cfg", "job"], tmp_path, ENV)
+    assert sweep.stdout.count("fg_thresh") == 2  # one config per job

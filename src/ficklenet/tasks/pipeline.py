@@ -34,6 +34,7 @@ shared settings (``pipeline.model_p``, ``pipeline.model_dropout``, ``pipeline.se
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -134,12 +135,26 @@ def run_stage_command(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
         f"hydra.run.dir={stage_dir}",
     ]
     log.info("[%s] %s", stage, " ".join(cmd))
-    returncode = subprocess.run(cmd).returncode
+    returncode = subprocess.run(cmd, env=stage_environment(dict(os.environ))).returncode
     if returncode != 0:
         raise SystemExit(
             f"[{stage}] failed (exit status {returncode}); its log is in {stage_dir}. Rerun the "
             "same command to resume: finished stages are skipped."
         )
+
+
+def stage_environment(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a stage run as a command.
+
+    Inside a SLURM job of one task (a pipeline job from ``hydra/launcher=
+    slurm_pipeline``), the stage's app must start its own processes on the node's
+    GPUs, as on any machine: without SLURM's variables Lightning does so, while with
+    them it would wait for tasks SLURM never starts. A job of several tasks (the
+    stage apps' ``slurm_ddp``) keeps them: there SLURM starts the processes.
+    """
+    if env.get("SLURM_NTASKS", "1") == "1":
+        return {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    return env
 
 
 def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
