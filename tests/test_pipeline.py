@@ -201,5 +201,8 @@ def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
     loaded = OmegaConf.create(cfg)
     assert loaded.model.p == 0.3 and loaded.segment.segmenter.fg_thresh == 0.8
     assert OmegaConf.to_container(loaded.classify)["model"] == "${model}"  # the shared key
-    sweep = run_ok([*app, "-m", "model.p=0,0.9", "--cfg", "job"], tmp_path, ENV)
-    assert sweep.stdout.count("fg_thresh") == 2  # one config per job
+    # A multirun of two (empty) pipelines: one run directory per job, named by number.
+    run_ok([*app, "-m", "model.p=0,0.9", "stages=[]"], tmp_path, ENV)
+    (sweep,) = (tmp_path / "runs" / "pipeline-multirun").iterdir()
+    ps = [OmegaConf.load(sweep / job / "config.yaml").classify.model.p for job in ("0", "1")]
+    assert ps == [0.0, 0.9]

@@ -258,3 +258,20 @@ def test_killed_run_with_gradient_accumulation_resumes_exactly(tmp_path, toy_roo
     assert "resuming from" in proc.stdout + proc.stderr
     _assert_same_run(whole, killed, ("val/mAP", "train/loss", "steps"))
     assert json.loads((whole / "metrics.json").read_text())["steps"] == 9
+
+
+def test_options_and_overrides_keep_their_order_when_overrides_are_added():
+    from ficklenet.config.experiments import expand_experiment
+    from ficklenet.config.sweeps import pin_sweep_dir, split_options
+
+    argv = ["model.p=0.5", "--cfg", "job", "--info", "defaults", "seed=1", "--resolve"]
+    assert split_options(argv) == (
+        ["--cfg", "job", "--info", "defaults", "--resolve"],
+        ["model.p=0.5", "seed=1"],
+    )
+    pinned = pin_sweep_dir(["-m", "model.p=0,1", "--package", "model", "seed=1"], "classify")
+    assert pinned[:3] == ["-m", "--package", "model"]
+    assert pinned[3:5] == ["model.p=0,1", "seed=1"] and pinned[5].startswith("hydra.sweep.dir=")
+    expanded = expand_experiment("classify", ["--cfg", "job", "experiment=paper_vgg16", "seed=2"])
+    assert expanded[:2] == ["--cfg", "job"] and expanded[-1] == "seed=2"
+    assert "data=voc" in expanded and "optim=sgd" in expanded

@@ -103,11 +103,12 @@ def expand_experiment(app: str, argv: Sequence[str]) -> list[str]:
         base = base_config(app)
         expanded = [o for o in sections["shared"] if concerns(base, o)]
         expanded += sections[app]
-    # Hydra flags (-m, --cfg, ...) stay first; the experiment's overrides come
-    # before the command line's, which win.
-    flags = [a for a in rest if a.startswith("-")]
-    others = [a for a in rest if not a.startswith("-")]
-    return [*flags, *expanded, *others]
+    # Hydra's options (-m, --cfg job, ...) stay first; the experiment's overrides
+    # come before the command line's, which win.
+    from ficklenet.config.sweeps import split_options
+
+    options, others = split_options(rest)
+    return [*options, *expanded, *others]
 
 
 def key_of(override: str) -> str:

@@ -41,5 +41,46 @@ def pin_sweep_dir(argv: Sequence[str], stage: str) -> list[str]:
         return args
     if any(a.lstrip("+").startswith("hydra.sweep.dir=") for a in args):
         return args
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
-    return [*args, f"hydra.sweep.dir=runs/{stage}-multirun/{sweep_id(overrides)}"]
+    options, overrides = split_options(args)
+    return [*options, *overrides, f"hydra.sweep.dir=runs/{stage}-multirun/{sweep_id(overrides)}"]
+
+
+# Hydra's command-line options that take a value in the next argument.
+_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+
+
+def split_options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's options with their values, the overrides) of a command line, so that
+    overrides can be added or reordered without splitting an option from its value
+    (``--cfg job``, ``--info defaults``)."""
+    options: list[str] = []
+    overrides: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and "=" not in arg:
+            options.append(arg)
+            takes = arg in _WITH_VALUE or arg in ("--info", "-i")
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if takes and nxt is not None and not nxt.startswith("-") and "=" not in nxt:
+                options.append(nxt)
+                i += 1
+        elif arg.startswith("-"):
+            options.append(arg)  # --cfg=job
+        else:
+            overrides.append(arg)
+        i += 1
+    return options, overrides
