@@ -5,12 +5,13 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ficklenet-installed
 
-.PHONY: install test lint pipeline toy clean-runs
+.PHONY: install test lint pipeline toy clean-runs constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt: the versions the tests passed with, so every install is the same.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -28,3 +29,17 @@ toy: install
 RUN_DIR ?= runs/pipeline/toy
 pipeline: install
 	$(BIN)/ficklenet-pipeline run_dir=$(RUN_DIR)
+
+# Refresh constraints.txt: the newest releases in a fresh environment, the test
+# suite, then their versions (commit the file when the tests pass).
+REFRESH := .venv-refresh
+constraints:
+	rm -rf $(REFRESH)
+	$(PYTHON) -m venv $(REFRESH)
+	$(REFRESH)/bin/python -m pip install --upgrade pip setuptools wheel
+	$(REFRESH)/bin/python -m pip install -e '.[dev]'
+	$(REFRESH)/bin/ruff check src tests experiments
+	$(REFRESH)/bin/python -m pytest
+	sed -n '/^#/p' constraints.txt > constraints.txt.new
+	$(REFRESH)/bin/python -m pip freeze --exclude-editable | grep -v '^ficklenet' >> constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config import config_search_path, register_schemas
 from ficklenet.config.experiments import ExperimentError, expand_experiment
 from ficklenet.config.sweeps import pin_sweep_dir
 
@@ -24,7 +24,9 @@ from ficklenet.config.sweeps import pin_sweep_dir
 def stage_main(app: str, run: Callable[[DictConfig], Any]) -> Callable[[], Any]:
     """``main()`` for ``ficklenet-<app>``: Hydra's app around ``run``."""
     register_schemas()
-    hydra_app = hydra.main(config_path=str(conf_dir()), config_name=app, version_base="1.3")(run)
+    hydra_app = hydra.main(config_path=config_search_path(), config_name=app, version_base="1.3")(
+        run
+    )
 
     def main() -> Any:
         try:

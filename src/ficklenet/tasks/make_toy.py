@@ -14,7 +14,7 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config import config_search_path, register_schemas
 from ficklenet.data.toy import write_toy_voc
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def run_make_toy(cfg: DictConfig) -> str:
 register_schemas()
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="make_toy", version_base="1.3")
+@hydra.main(config_path=config_search_path(), config_name="make_toy", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     return run_make_toy(cfg)
 
