@@ -1,4 +1,4 @@
-"""FickleHead against the literal feature-map expansion (DESIGN.md contract)."""
+"""FickleHead against the literal feature-map expansion (docs/design.md, "Contracts")."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Closed-form stochastic maps against autograd through FickleHead (DESIGN.md contract),
+"""Closed-form stochastic maps against autograd through FickleHead (docs/design.md),
 and the sampler behind ``sample_maps``: its bits, its reproducibility, its maps."""
 
 import math

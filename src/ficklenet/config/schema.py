@@ -86,7 +86,7 @@ class BackboneConfig:
 
 @dataclass
 class ClassifierModelConfig:
-    """FickleNet's head (paper Sec. 3; paper-notes.md)."""
+    """FickleNet's head (paper Sec. 3; docs/method.md, section 1)."""
 
     # Dropout rate; 0 is the deterministic baseline, 0.9 the paper's best (Table 5).
     p: float = 0.9
@@ -234,7 +234,7 @@ class InferenceModelConfig:
 
 @dataclass
 class LocalizeOptions:
-    """Stage 2 (FickleNet Sec. 3.3; paper-notes.md "Localization maps and seeds")."""
+    """Stage 2 (FickleNet Sec. 3.3; docs/method.md, "Localization maps and seeds")."""
 
     # Images to localize: the segmenter trains on train_aug.
     split: str = "train_aug"
@@ -351,7 +351,7 @@ class TrainCRFConfig:
 
 @dataclass
 class SegmenterModelConfig:
-    """DeepLab head and DSRG training rule (paper-notes.md, "DSRG segmenter")."""
+    """DeepLab head and DSRG training rule (docs/method.md, "The DSRG segmenter")."""
 
     # aspp: four branches, dilation 6/12/18/24, logits summed (the official DSRG
     # model); largefov: one branch, dilation 12 (DeepLab-LargeFOV).

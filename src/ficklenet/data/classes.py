@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 class names, the VOC colour palette, and index-mask PNG writers.
 
-Conventions (paper-notes.md, "Data and evaluation conventions"): label index 0 is
+Conventions (docs/method.md; VOC's development kit): label index 0 is
 background, 1..20 are the VOC object classes in the order of the VOC devkit, and 255
 is "void" (object borders, difficult objects), ignored by every loss and metric.
 Image-level label vectors have 20 entries: position ``c - 1`` holds class ``c``.

@@ -4,7 +4,7 @@
   20-way multi-hot image-level labels.
 * :class:`SegmentationDataset` feeds the DSRG segmenter (stage 3) and evaluation: image,
   a per-pixel target (ground truth, cached seeds, or seeds with ground truth replacing
-  them for a listed subset, the semi-supervised setting of paper-notes.md) and labels.
+  them for a listed subset, the semi-supervised setting of docs/method.md) and labels.
 
 Reproducible augmentation: item ``index`` in epoch ``e`` draws its randomness from
 ``numpy.random.default_rng([seed, e, index])``, so the result does not depend on the

@@ -1,6 +1,6 @@
 """Joint image + label-map transforms for the classifier and the segmenter.
 
-Both stages see the same augmentation as the official code (paper-notes.md, "DSRG
+Both stages see the same augmentation as the official code (docs/method.md, "The DSRG
 segmenter": random crops and horizontal flips; DeepLab-style random scaling): the image
 is resized bilinearly and every label map (ground truth, seeds) with nearest
 neighbour, so label values are never blended into values that do not exist.

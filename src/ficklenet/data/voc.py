@@ -1,8 +1,8 @@
 """The one reader for PASCAL VOC 2012 (+ SBD ``train_aug``) and the toy dataset.
 
-DESIGN.md asks for "one VOC reader for toy and real data": the toy writer
+One VOC reader for toy and real data (docs/design.md): the toy writer
 (:mod:`ficklenet.data.toy`) produces the exact VOC layout, and everything downstream
-reads both through :class:`VOCReader`.  Layout under ``root`` (paper-notes.md, "Data
+reads both through :class:`VOCReader`.  Layout under ``root`` (docs/method.md, "Data
 and evaluation conventions")::
 
     JPEGImages/<id>.jpg             RGB photos (a few are grayscale or CMYK JPEGs)

@@ -14,7 +14,7 @@ release (``CRF/krahenbuhl2013/CRF.py``, ``pylayers.py`` ``CRFLayer``,
 * training (:data:`TRAIN_CRF`): ``p`` clipped below at 1e-4, and the unary energy
   handed to the CRF is the *negative probability* ``−p`` itself, not ``−log p``
   (``CRFLayer`` passes the clipped softmax as ``unary`` and ``CRF()`` calls
-  ``set_unary_energy(-unary)``). paper-notes.md's "unary −p (clipped ≥ 1e-4)"
+  ``set_unary_energy(-unary)``). docs/method.md's "unary −p (clipped ≥ 1e-4)"
   is therefore literal; ``unary="neg_log_prob"`` gives the other reading. The
   spatial σ's are divided by the scale factor 12 (the official code's, for the
   41×41 map of a 321 crop at output stride 8), and the output ``Q`` is clipped

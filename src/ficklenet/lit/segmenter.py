@@ -2,7 +2,7 @@
 
 Huang et al., "Deep Seeded Region Growing", CVPR 2018, Sec. 3, as the official
 release trains it (``training/`` prototxts and ``pylayers/pylayers.py``;
-paper-notes.md, "DSRG segmenter"). A DeepLab network
+docs/method.md, "The DSRG segmenter"). A DeepLab network
 (:func:`~ficklenet.models.deeplab.build_segmenter_net`) is trained on localization
 seeds; every training step, at the network's output resolution:
 

@@ -2,7 +2,7 @@
 
 FickleNet (Lee et al., CVPR 2019, Sec. 3.3) normalises each of the N maps of a
 class by its own maximum and takes their union, i.e. the pixel-wise maximum;
-the mean is offered for comparison (``paper-notes.md``, "Localization maps and
+the mean is offered for comparison (``docs/method.md``, "Localization maps and
 seeds"). At test time maps may also be computed at several image scales and on
 the flipped image; :func:`combine_scales` brings those (already aggregated per
 scale by the caller) to the image with :func:`ficklenet.geometry.grid_to_image`

@@ -7,7 +7,7 @@ map ``x`` before the expansion; the N maps are then aggregated
 (:mod:`ficklenet.localization.aggregation`). The backbone is deterministic, so
 it runs once; the head (:class:`~ficklenet.models.fickle.FickleHead`) is linear
 and followed by global average pooling, so the gradient of a score has a closed
-form (``paper-notes.md``, "Localization maps and seeds"). With ``m_o`` the keep
+form (``docs/method.md``, "The closed form"). With ``m_o`` the keep
 mask of window offset ``o = (a, b)`` (``m_o[c, i, j] = mask[c, i·s+a, j·s+b]``),
 ``d_o = (a - r, b - r)`` and ``scale = 1 / (h·w·(1-p))``::
 
@@ -15,7 +15,7 @@ mask of window offset ``o = (a, b)`` (``m_o[c, i, j] = mask[c, i·s+a, j·s+b]``
 
 over the offsets whose window ``q - d_o`` lies inside the map; the centre
 offset is always kept, and weighs ``scale`` or ``1 / (h·w)`` as the head's
-``scale_centre`` says. Two map formulas (DESIGN.md, ``stochastic_maps``):
+``scale_centre`` says. Two map formulas (docs/design.md, "Contracts"):
 
 ``grad_x_act``
     ``ReLU(Σ_c x[c] ⊙ dS_k/dx[c])``: the per-location gradient, which is what

@@ -4,7 +4,7 @@ Scoring reads ``seeds/<id>.png`` and ``maps/<id>.npz`` back rather than
 accumulating in memory, so the numbers cover every image of the split however
 many ranks wrote them and however often the run was resumed.
 
-- Seeds (paper-notes.md, "Data and evaluation conventions"): mIoU over the
+- Seeds (docs/method.md, "Seeds"): mIoU over the
   labelled seed pixels, precision (labelled pixels that are right), recall
   (ground-truth pixels that got the right seed) and the labelled fraction.
 - CAM mIoU: the dense labelling of the aggregated maps (argmax over present

@@ -2,7 +2,7 @@
 
 The seed rule follows SEC (Kolesnikov & Lampert, ECCV 2016, "Seed, Expand and
 Constrain"; its localization cues), as FickleNet (Lee et al., CVPR 2019,
-Sec. 3.3) and DSRG (Huang et al., CVPR 2018) use it — see ``paper-notes.md``,
+Sec. 3.3) and DSRG (Huang et al., CVPR 2018) use it — see ``docs/method.md``,
 "Localization maps and seeds":
 
 - a pixel claims class ``c`` when its score, normalised by the class's maximum,

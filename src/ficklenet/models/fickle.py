@@ -2,7 +2,7 @@
 spatial dropout, an s×s stride-s classifier and global average pooling.
 
 Follows Lee et al., "FickleNet" (CVPR 2019), Sec. 3.1–3.2 (see also
-``paper-notes.md``): the backbone's feature map ``x`` (B, C, h, w) is expanded
+``docs/method.md``, section 1): the backbone's feature map ``x`` (B, C, h, w) is expanded
 to (B, C, s·h, s·w) so that block (i, j) holds the s×s window of ``x`` centred
 on (i, j) (zero padded); each element of the expanded map is dropped with
 probability ``p`` except the centre of every block; the kept elements are
@@ -200,13 +200,13 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
 
 
 class FickleHead(nn.Module):
-    """Classifier head of FickleNet (contract in DESIGN.md).
+    """Classifier head of FickleNet (contract in docs/design.md, "Contracts").
 
     Args:
         in_channels: channels C of the backbone feature map.
         num_classes: K foreground classes (20 for VOC).
         kernel_size: s, odd; the window each score sees. The paper uses 9 on a
-            41×41 VGG16 map (recalled, see paper-notes.md).
+            41×41 VGG16 map (recalled, see docs/method.md).
         p: dropout rate in [0, 1). 0 is the deterministic baseline.
         dropout: ``"fickle"`` — centre-preserving spatial dropout on the
             expanded map; ``"general"`` — plain dropout on ``x`` before an

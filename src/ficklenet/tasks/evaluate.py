@@ -1,7 +1,7 @@
 """``ficklenet-evaluate``: pipeline stage 4, mIoU of a trained segmenter.
 
 Follows DSRG's test procedure (Huang et al., CVPR 2018; official
-``training/tools/test-ms.py``; paper-notes.md, "DSRG segmenter"): the logits at each
+``training/tools/test-ms.py``; docs/method.md, "Test"): the logits at each
 scale in ``scales`` (and of the flipped image with ``flip=true``) are upsampled to
 the image and summed, a softmax gives the probabilities, and with ``crf=true`` a
 dense CRF with the official test parameters (:data:`ficklenet.dsrg.crf.TEST_CRF`)
