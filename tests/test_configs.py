@@ -98,7 +98,6 @@ def test_typos_and_wrong_types_fail_at_start_up(override, error):
         ("model.p=1.0", "model.p"),
         ("model.p=-0.2", "model.p"),
         ("model.kernel_size=4", "model.kernel_size"),
-        ("model.dropout=spatial", "model.dropout"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):
@@ -137,3 +136,29 @@ def test_slurm_launcher_config_composes():
     launcher = cfg.hydra.launcher
     assert "submitit" in launcher._target_ and launcher.partition == "gpu"
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4
+
+
+@pytest.mark.parametrize(
+    "app,override",
+    [
+        ("classify", "model.dropout=fikle"),
+        ("classify", "optim.name=adamw"),
+        ("classify", "optim.schedule=cosine"),
+        ("classify", "data.labels_from=json"),
+        ("classify", "logger.name=mlflow"),
+        ("segment", "segmenter.head=asp"),
+        ("segment", "segmenter.crf.unary=log"),
+        ("localize", "localize.formula=gradcampp"),
+        ("localize", "localize.aggregate=union"),
+        ("pipeline", "checkpoint=latest"),
+        ("pipeline", "stages=[classify,segmnt]"),
+        ("predict", "on_bad_input=ignore"),
+    ],
+)
+def test_a_choice_typo_fails_when_the_config_is_composed(app, override):
+    """Each choice is an enum in the schema: Hydra refuses a misspelt one at start-up,
+    naming the key and the options."""
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(app, [override])
+    message = str(info.value) + str(info.value.__cause__)
+    assert override.split("=")[0] in message and "expected one of" in message

@@ -27,7 +27,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-STAGES = ("classify", "localize", "segment", "evaluate", "evaluate_crf")
+from ficklenet.config.schema import Stage  # noqa: E402 - after the docstring's imports
+
+STAGES: tuple[str, ...] = tuple(Stage.names())
 # The app whose config a stage uses (evaluate_crf is the evaluate app with crf=true).
 STAGE_APP = {"evaluate_crf": "evaluate"}
 _SECTIONS = ("shared", *STAGES)

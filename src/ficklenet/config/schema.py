@@ -15,6 +15,41 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from ficklenet.choices import Choice
+from ficklenet.data.voc import LabelsFrom
+from ficklenet.dsrg.crf import Unary
+from ficklenet.lit.loggers import LoggerName
+from ficklenet.lit.optim import OptimizerName, Schedule
+from ficklenet.localization.aggregation import Aggregate
+from ficklenet.localization.maps import Formula
+from ficklenet.models.deeplab import HeadKind
+from ficklenet.models.fickle import Dropout
+
+
+class Stage(Choice):
+    """The pipeline's stages in order (evaluate_crf: evaluate with the dense CRF)."""
+
+    classify = "classify"
+    localize = "localize"
+    segment = "segment"
+    evaluate = "evaluate"
+    evaluate_crf = "evaluate_crf"
+
+
+class CheckpointChoice(Choice):
+    """Which checkpoint a training stage passes on: the end of its schedule, or its
+    best epoch on val (then labelled wherever it is reported)."""
+
+    last = "last"
+    best = "best"
+
+
+class BadInput(Choice):
+    """What ficklenet-predict does with a file it cannot decode."""
+
+    skip = "skip"
+    stop = "stop"
+
 
 @dataclass
 class ToyConfig:
@@ -39,7 +74,7 @@ class DataConfig:
     train_split: str = "train_aug"
     val_split: str = "val"
     # Image labels from the XML annotations ("xml") or from the masks ("mask").
-    labels_from: str = "xml"
+    labels_from: LabelsFrom = LabelsFrom.xml
     # Count objects marked difficult as present (they are in the image).
     include_difficult: bool = True
     # Mask folders, searched in order: VOC palette masks, then SBD index masks.
@@ -93,7 +128,7 @@ class ClassifierModelConfig:
     # s: window of each classifier cell; 9 on a 41x41 map [recalled].
     kernel_size: int = 9
     # "fickle": centre-preserving spatial dropout; "general": plain dropout (Table 5).
-    dropout: str = "fickle"
+    dropout: Dropout = Dropout.fickle
     # Also scale the never-dropped centre of each window by 1/(1-p). The paper does
     # not say; chosen on train like the map formula (experiments/defaults/results.md,
     # docs/method.md).
@@ -102,7 +137,7 @@ class ClassifierModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam
+    name: OptimizerName = OptimizerName.sgd
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -110,7 +145,7 @@ class OptimConfig:
     # backbone (DeepLab / DSRG / irn practice).
     new_layer_lr_mult: float = 10.0
     # poly: lr·(1 - step/total)^power, per step; step: ×gamma every step_size steps.
-    schedule: str = "poly"
+    schedule: Schedule = Schedule.poly
     poly_power: float = 0.9
     step_size: int = 1000
     gamma: float = 0.33
@@ -165,7 +200,7 @@ class CallbacksConfig:
 @dataclass
 class LoggerConfig:
     # csv | wandb | tensorboard | none; the same metric names in each.
-    name: str = "csv"
+    name: LoggerName = LoggerName.csv
     project: str = "ficklenet"
     entity: str | None = None
     # Runs of one sweep share a group (defaults to the sweep directory's name).
@@ -243,9 +278,9 @@ class LocalizeOptions:
     # gradcam: ReLU(sum_k mean(dS/dx_k) x_k); grad_x_act: ReLU(sum_k x_k dS/dx_k).
     # Chosen on train by the DSRG segmenter trained on the p=0.9 classifier's seeds
     # (experiments/defaults/results.md; the gap is within one run's noise).
-    formula: str = "gradcam"
+    formula: Formula = Formula.gradcam
     # How the N max-normalised maps combine: max (union, the paper) or mean.
-    aggregate: str = "max"
+    aggregate: Aggregate = Aggregate.max
     # Masks drawn per batch of passes: bounds memory (N is split into chunks).
     chunk: int = 25
     # Image scales (multi-scale maps are upsampled to the image and combined).
@@ -334,7 +369,7 @@ class TrainCRFConfig:
     srgb=13, 10 iterations, Q clipped at 1e-4 and renormalised.
     """
 
-    unary: str | None = None  # neg_prob (official training CRF) | neg_log_prob
+    unary: Unary | None = None  # neg_prob (official training CRF) | neg_log_prob
     min_prob: float | None = None
     gauss_sxy: float | None = None
     gauss_compat: float | None = None
@@ -355,7 +390,7 @@ class SegmenterModelConfig:
 
     # aspp: four branches, dilation 6/12/18/24, logits summed (the official DSRG
     # model); largefov: one branch, dilation 12 (DeepLab-LargeFOV).
-    head: str = "aspp"
+    head: HeadKind = HeadKind.aspp
     # fc6/fc7 channels of each branch; null: 1024 on vgg16 (official), none on
     # resnet101 (DeepLab-v2: one 3x3 conv to the classes per branch), 64 on small.
     width: int | None = None
@@ -458,7 +493,7 @@ class PredictConfig:
     # for the VOC evaluation server.
     voc_submission: bool = False
     # A file that cannot be decoded: skip it (named in the log and metrics.json) or stop.
-    on_bad_input: str = "skip"
+    on_bad_input: BadInput = BadInput.skip
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     progress: bool = True
     seed: int = 0
@@ -514,12 +549,10 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
     evaluate_crf: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
     # Stages to run, in order; a stage whose metrics.json exists is skipped.
-    stages: list[str] = field(
-        default_factory=lambda: ["classify", "localize", "segment", "evaluate", "evaluate_crf"]
-    )
+    stages: list[Stage] = field(default_factory=lambda: list(Stage))
     # last: the end of each training schedule (as the papers report); best: the best
     # epoch on val, which then is labelled wherever it is reported.
-    checkpoint: str = "last"
+    checkpoint: CheckpointChoice = CheckpointChoice.last
     seed: int = 0
     name: str | None = None
     # The run directory (Hydra's output directory; unset in --cfg, which runs nothing).

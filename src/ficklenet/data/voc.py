@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ficklenet.choices import Choice
 from ficklenet.data.classes import CLASS_TO_INDEX, IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 
 __all__ = ["VOCDataError", "VOCReader", "read_label_png", "split_file_candidates"]
@@ -39,6 +40,13 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompressio
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG")
 _SALIENCY_EXTENSIONS = (".png", ".jpg")
+
+
+class LabelsFrom(Choice):
+    """Where image-level labels come from: the XML object names or the masks."""
+
+    xml = "xml"
+    mask = "mask"
 
 
 class VOCDataError(Exception):
@@ -137,8 +145,7 @@ class VOCReader:
         include_difficult: bool = True,
         check: bool = True,
     ) -> None:
-        if labels_from not in ("xml", "mask"):
-            raise ValueError(f"labels_from must be 'xml' or 'mask', got {labels_from!r}")
+        labels_from = LabelsFrom.parse(labels_from, "labels_from")
         if isinstance(mask_dirs, (str, os.PathLike)):
             mask_dirs = (mask_dirs,)
         self.root = Path(root).expanduser()
@@ -252,7 +259,7 @@ class VOCReader:
     def __repr__(self) -> str:
         return (
             f"VOCReader(root={str(self.root)!r}, split={self.split!r}, n={len(self.ids)}, "
-            f"labels_from={self.labels_from!r})"
+            f"labels_from={self.labels_from.value!r})"
         )
 
     def image_path(self, image_id: str) -> Path:

@@ -54,12 +54,20 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
-UnaryKind = Literal["neg_log_prob", "neg_prob"]
+from ficklenet.choices import Choice
+
+
+class Unary(Choice):
+    """The CRF's unary energy: ``neg_log_prob`` (−log p, test) or ``neg_prob`` (−p,
+    the official training CRF)."""
+
+    neg_log_prob = "neg_log_prob"
+    neg_prob = "neg_prob"
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class CRFParams:
             (the official training layers do so with 1e-4).
     """
 
-    unary: UnaryKind = "neg_log_prob"
+    unary: Unary | str = Unary.neg_log_prob
     min_prob: float = 1e-5
     gauss_sxy: float = 3.0
     gauss_compat: float = 3.0
@@ -141,12 +149,7 @@ def _dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nd
         raise ValueError(f"probs must be (K, h, w) with (h, w) = {image.shape[:2]}")
     k, h, w = probs.shape
     p = np.maximum(probs.astype(np.float32), np.float32(params.min_prob))
-    if params.unary == "neg_log_prob":
-        unary = -np.log(p)
-    elif params.unary == "neg_prob":
-        unary = -p
-    else:
-        raise ValueError(f"unknown unary {params.unary!r}")
+    unary = -np.log(p) if Unary.parse(params.unary, "unary") == Unary.neg_log_prob else -p
 
     factor = kernel_scale(params, h, w)
     crf = dcrf.DenseCRF2D(w, h, k)

@@ -32,6 +32,7 @@ from ficklenet.files import atomic_path
 from ficklenet.geometry import resize, scaled_size
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.localization import combine_scales, make_seeds, normalize_maps, sample_maps
+from ficklenet.models.fickle import check_rate
 from ficklenet.viz import label_overlay, map_overlay, save_panel
 
 
@@ -94,9 +95,7 @@ class Localizer(pl.LightningModule):
         super().__init__()
         self.classifier = classifier.eval()
         if p is not None:
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"model.p={p}: the dropout rate must be in [0, 1)")
-            self.classifier.head.p = float(p)
+            self.classifier.head.p = check_rate(p, "model.p")
         self.opt = options
         self.run_dir = Path(run_dir)
         self.reader = reader

@@ -29,9 +29,18 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from ficklenet.choices import Choice
 from ficklenet.files import atomic_path
 
 log = logging.getLogger(__name__)
+
+
+class LoggerName(Choice):
+    csv = "csv"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+    none = "none"
+
 
 #: Summaries wandb keeps for a metric, by its name: higher-is-better metrics keep
 #: their max and their last value, losses their min and last.
@@ -84,16 +93,16 @@ def wandb_offline(setting: bool | None) -> bool:
 
 def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None) -> Logger | None:
     """csv (default), tensorboard or wandb, with ``config`` as hyper-parameters."""
-    kind = logger_cfg.name
-    if kind == "none":
+    kind = LoggerName.parse(logger_cfg.name, "logger.name")
+    if kind == LoggerName.none:
         return None
-    if kind == "csv":
+    if kind == LoggerName.csv:
         logger: Logger = ResumableCSVLogger(
             save_dir=str(run_dir), name="logs", version="", flush_logs_every_n_steps=10
         )
-    elif kind == "tensorboard":
+    elif kind == LoggerName.tensorboard:
         logger = TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
-    elif kind == "wandb":
+    else:
         logger = WandbLogger(
             project=logger_cfg.project,
             entity=logger_cfg.entity,
@@ -109,8 +118,6 @@ def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None)
             for metric, summaries in SUMMARIES.items():
                 for summary in summaries:
                     run.define_metric(metric, summary=summary)
-    else:
-        raise ValueError(f"logger.name must be csv, tensorboard, wandb or none, got {kind!r}")
     if config is not None:
         logger.log_hyperparams(config)
     return logger

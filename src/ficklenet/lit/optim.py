@@ -13,6 +13,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from ficklenet.choices import Choice
+
+
+class OptimizerName(Choice):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Schedule(Choice):
+    """``poly``: lr·(1 - t/T)^power; ``step``: ×gamma every step_size; ``constant``."""
+
+    poly = "poly"
+    step = "step"
+    constant = "constant"
+
 
 def build_optimizer(
     optim_cfg: Any,
@@ -36,19 +51,17 @@ def build_optimizer(
         {"params": [p for p in new if p.requires_grad], "lr": base * mult},
     ]
     groups = [g for g in groups if g["params"]]
-    name = optim_cfg.name
-    if name == "sgd":
+    name = OptimizerName.parse(optim_cfg.name, "optim.name")
+    if name == OptimizerName.sgd:
         opt: torch.optim.Optimizer = torch.optim.SGD(
             groups,
             lr=base,
             momentum=float(optim_cfg.momentum),
             weight_decay=float(optim_cfg.weight_decay),
         )
-    elif name == "adam":
-        opt = torch.optim.Adam(groups, lr=base, weight_decay=float(optim_cfg.weight_decay))
     else:
-        raise ValueError(f"optim.name must be 'sgd' or 'adam', got {name!r}")
-    schedule = optim_cfg.schedule
+        opt = torch.optim.Adam(groups, lr=base, weight_decay=float(optim_cfg.weight_decay))
+    schedule = Schedule.parse(optim_cfg.schedule, "optim.schedule")
     total = max(1, int(total_steps)) if total_steps != float("inf") else None
     if schedule == "poly":
         if total is None:
@@ -64,8 +77,6 @@ def build_optimizer(
         sched = torch.optim.lr_scheduler.StepLR(
             opt, step_size=int(optim_cfg.step_size), gamma=float(optim_cfg.gamma)
         )
-    elif schedule == "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:
-        raise ValueError(f"optim.schedule must be poly, step or constant, got {schedule!r}")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

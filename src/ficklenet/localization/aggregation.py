@@ -14,15 +14,22 @@ Every function is pure: tensors in, new tensors out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ficklenet.choices import Choice
 from ficklenet.geometry import grid_to_image
 
-Aggregate = Literal["max", "mean"]
-AGGREGATES: tuple[str, ...] = ("max", "mean")
+
+class Aggregate(Choice):
+    """How maps combine: ``max`` (their union, the paper) or ``mean``."""
+
+    max = "max"
+    mean = "mean"
+
+
+AGGREGATES: tuple[str, ...] = tuple(Aggregate.names())
 
 __all__ = ["AGGREGATES", "Aggregate", "combine_maps", "combine_scales", "normalize_maps"]
 
@@ -89,5 +96,4 @@ def combine_scales(
 
 
 def _check(how: str) -> None:
-    if how not in AGGREGATES:
-        raise ValueError(f"aggregation must be one of {AGGREGATES}, got {how!r}")
+    Aggregate.parse(how, "aggregation")

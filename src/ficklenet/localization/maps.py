@@ -81,11 +81,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ficklenet.localization.aggregation import AGGREGATES, Aggregate, normalize_maps
+from ficklenet.choices import Choice
+from ficklenet.localization.aggregation import Aggregate, normalize_maps
 from ficklenet.models.fickle import FickleHead
 
-Formula = Literal["grad_x_act", "gradcam"]
-FORMULAS: tuple[str, ...] = ("grad_x_act", "gradcam")
+
+class Formula(Choice):
+    """The map of one stochastic pass (module docstring): ``grad_x_act`` or ``gradcam``."""
+
+    grad_x_act = "grad_x_act"
+    gradcam = "gradcam"
+
+
+FORMULAS: tuple[str, ...] = tuple(Formula.names())
 
 __all__ = [
     "FORMULAS",
@@ -439,8 +447,7 @@ def _unit(device: torch.device, chunk: int) -> tuple[int, int]:
 
 
 def _check_formula(formula: str) -> None:
-    if formula not in FORMULAS:
-        raise ValueError(f"formula must be one of {FORMULAS}, got {formula!r}")
+    Formula.parse(formula, "formula")
 
 
 def stochastic_maps(
@@ -598,8 +605,7 @@ def sample_maps(
     st = _setup(head, x, classes)
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, x on {x.device}")
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    Aggregate.parse(aggregate, "aggregate")
     chunk = chunk or _DEFAULT_CHUNK.get(x.device.type, 8)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")

@@ -37,7 +37,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ficklenet.choices import Choice
 from ficklenet.models.backbones import Backbone, _read_state_dict, build_backbone
+
+
+class HeadKind(Choice):
+    """``aspp``: four dilated branches, logits summed (DSRG's model); ``largefov``: one."""
+
+    aspp = "aspp"
+    largefov = "largefov"
+
 
 __all__ = [
     "ASPPHead",
@@ -229,8 +238,7 @@ def default_head_settings(
 
     ``width`` is ``None`` for the DeepLab-v2 ResNet head (no fc6/fc7).
     """
-    if head not in ("aspp", "largefov"):
-        raise ValueError(f"segmenter.head must be 'aspp' or 'largefov', got {head!r}")
+    head = HeadKind.parse(head, "segmenter.head")
     if dilations is None:
         if backbone == "small":
             dilations = SMALL_ASPP_DILATIONS if head == "aspp" else (SMALL_LARGEFOV_DILATION,)

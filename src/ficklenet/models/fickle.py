@@ -36,13 +36,27 @@ offset's mask at a time: peak memory is a small multiple of ``x`` whatever s.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DropoutKind = Literal["fickle", "general"]
+from ficklenet.choices import Choice
+
+
+class Dropout(Choice):
+    """``fickle``: centre-preserving spatial dropout on the expanded map (FickleNet);
+    ``general``: plain dropout on the feature map (the Table 5 baseline)."""
+
+    fickle = "fickle"
+    general = "general"
+
+
+def check_rate(p: float, key: str = "p") -> float:
+    """A dropout rate in [0, 1) (0: the deterministic classifier), else a ValueError
+    naming ``key``."""
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{key}={p}: the dropout rate must be in [0, 1)")
+    return float(p)
 
 
 def expand(x: Tensor, kernel_size: int) -> Tensor:
@@ -224,7 +238,7 @@ class FickleHead(nn.Module):
         num_classes: int,
         kernel_size: int = 9,
         p: float = 0.9,
-        dropout: DropoutKind = "fickle",
+        dropout: Dropout | str = Dropout.fickle,
         scale_centre: bool = True,
     ) -> None:
         super().__init__()
@@ -233,15 +247,11 @@ class FickleHead(nn.Module):
                 f"FickleHead kernel_size must be a positive odd number (a window needs a "
                 f"centre), got {kernel_size}"
             )
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"FickleHead dropout rate p must be in [0, 1), got {p}")
-        if dropout not in ("fickle", "general"):
-            raise ValueError(f"FickleHead dropout must be 'fickle' or 'general', got {dropout!r}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.kernel_size = kernel_size
-        self.p = float(p)
-        self.dropout = dropout
+        self.p = check_rate(p, "FickleHead p")
+        self.dropout = Dropout.parse(dropout, "FickleHead dropout")
         self.scale_centre = bool(scale_centre)
         self.stochastic_inference = False
         self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size, stride=kernel_size)
@@ -362,7 +372,7 @@ class FickleHead(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
-            f"kernel_size={self.kernel_size}, p={self.p}, dropout={self.dropout!r}, "
+            f"kernel_size={self.kernel_size}, p={self.p}, dropout={self.dropout.value!r}, "
             f"scale_centre={self.scale_centre}"
         )
 

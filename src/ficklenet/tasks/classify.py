@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ficklenet.data.datamodule import VOCDataModule
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.training import fit, start_training
 
@@ -24,17 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def validate_classify(cfg: DictConfig) -> None:
-    """Value checks the schema's types cannot express; each names the key."""
-    if not 0.0 <= cfg.model.p < 1.0:
-        raise ValueError(f"model.p={cfg.model.p}: the dropout rate must be in [0, 1)")
+    """Value checks the schema's types cannot express (choices are enums, refused
+    when the config is composed); each names the key."""
+    check_rate(cfg.model.p, "model.p")
     if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 == 0:
         raise ValueError(
             f"model.kernel_size={cfg.model.kernel_size}: must be a positive odd number"
         )
-    if cfg.model.dropout not in ("fickle", "general"):
-        raise ValueError(f"model.dropout={cfg.model.dropout!r}: choose 'fickle' or 'general'")
-    if cfg.data.labels_from not in ("xml", "mask"):
-        raise ValueError(f"data.labels_from={cfg.data.labels_from!r}: choose 'xml' or 'mask'")
 
 
 def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:

@@ -33,6 +33,7 @@ from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.localization.quality import score_localization
+from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run, run_name
 
@@ -59,14 +60,10 @@ def validate_localize(cfg: DictConfig) -> None:
         raise ValueError(f"localize.n={opt.n}: need at least one stochastic pass")
     if opt.chunk < 1:
         raise ValueError(f"localize.chunk={opt.chunk}: must be at least 1")
-    if opt.formula not in ("grad_x_act", "gradcam"):
-        raise ValueError(f"localize.formula={opt.formula!r}: choose grad_x_act or gradcam")
-    if opt.aggregate not in ("max", "mean"):
-        raise ValueError(f"localize.aggregate={opt.aggregate!r}: choose max or mean")
     if not opt.scales or min(opt.scales) <= 0:
         raise ValueError(f"localize.scales={list(opt.scales)}: need positive scales")
-    if cfg.model.p is not None and not 0.0 <= cfg.model.p < 1.0:
-        raise ValueError(f"model.p={cfg.model.p}: the dropout rate must be in [0, 1)")
+    if cfg.model.p is not None:
+        check_rate(cfg.model.p, "model.p")
     if not Path(cfg.classifier.ckpt).is_file():
         raise FileNotFoundError(
             f"classifier.ckpt={cfg.classifier.ckpt}: no such file. Train one with "

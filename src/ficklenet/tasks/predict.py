@@ -61,8 +61,6 @@ VOC_RESULTS = Path("results/VOC2012/Segmentation/comp6_test_cls")
 def validate_predict(cfg: DictConfig) -> None:
     if not cfg.scales or any(s <= 0 for s in cfg.scales):
         raise ValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
-    if cfg.on_bad_input not in ("skip", "stop"):
-        raise ValueError(f"on_bad_input={cfg.on_bad_input!r}: choose skip or stop")
 
 
 def list_inputs(cfg: DictConfig, data_cfg: Any) -> list[tuple[str, Path]]:

@@ -50,30 +50,24 @@ from ficklenet.metrics import (
     seed_counts,
     seed_scores_from_counts,
 )
+from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import is_rank_zero
 from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
 
-_UNARIES = ("neg_prob", "neg_log_prob")
-
 
 def validate_segment(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
     seg = cfg.segmenter
-    if seg.head not in ("aspp", "largefov"):
-        raise ValueError(f"segmenter.head={seg.head!r}: choose 'aspp' or 'largefov'")
     for key in ("fg_thresh", "bg_thresh"):
         if not 0.0 <= seg[key] < 1.0:
             raise ValueError(f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1)")
     for key in ("seed_loss_weight", "boundary_loss_weight"):
         if seg[key] < 0:
             raise ValueError(f"segmenter.{key}={seg[key]}: must be >= 0")
-    if not 0.0 <= seg.dropout < 1.0:
-        raise ValueError(f"segmenter.dropout={seg.dropout}: must be in [0, 1)")
-    if seg.crf.unary is not None and seg.crf.unary not in _UNARIES:
-        raise ValueError(f"segmenter.crf.unary={seg.crf.unary!r}: choose one of {_UNARIES}")
+    check_rate(seg.dropout, "segmenter.dropout")
     if seg.crf_workers is not None and seg.crf_workers < 0:
         raise ValueError(f"segmenter.crf_workers={seg.crf_workers}: must be >= 0 (or null)")
     if cfg.seeds is None and not cfg.data.pixel_labels:
@@ -81,8 +75,6 @@ def validate_segment(cfg: DictConfig) -> None:
             "seeds is not set: give seeds=<localize run dir> to train DSRG on seeds, or "
             "data.pixel_labels=<training split> to train fully supervised on ground truth"
         )
-    if cfg.data.labels_from not in ("xml", "mask"):
-        raise ValueError(f"data.labels_from={cfg.data.labels_from!r}: choose 'xml' or 'mask'")
 
 
 def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
