@@ -73,7 +73,9 @@ def keep_config(module: pl.LightningModule, config: dict[str, Any] | DictConfig)
     module takes every weight from the checkpoint, so it must not ask for the
     ImageNet file its backbone was first initialised from.
     """
-    if isinstance(config, DictConfig):
-        config = OmegaConf.to_container(config, resolve=True)
+    # Plain values only (choices as strings): a checkpoint must load with
+    # torch.load(weights_only=True), which refuses the project's classes.
+    node = config if isinstance(config, DictConfig) else OmegaConf.create(config)
+    config = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     module.save_hyperparameters({"config": config, "load_pretrained": False})
     return OmegaConf.create(config)

@@ -25,22 +25,10 @@ from ficklenet.checkpoints import keep_config, read_checkpoint
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
-from ficklenet.models.backbones import build_backbone
+from ficklenet.models.backbones import backbone_from_config
 from ficklenet.models.fickle import FickleHead
 
 STAGE = "classify"
-
-
-def backbone_kwargs(backbone_cfg: Any) -> dict[str, Any]:
-    """Keyword arguments for :func:`build_backbone` from the ``backbone`` config."""
-    kw: dict[str, Any] = dict(
-        pretrained=bool(backbone_cfg.pretrained),
-        weights=backbone_cfg.weights,
-        output_stride=int(backbone_cfg.output_stride),
-    )
-    if backbone_cfg.freeze_bn:
-        kw["freeze_bn"] = True
-    return kw
 
 
 class FickleClassifier(pl.LightningModule):
@@ -56,10 +44,7 @@ class FickleClassifier(pl.LightningModule):
     def __init__(self, config: dict[str, Any] | DictConfig, load_pretrained: bool = True) -> None:
         super().__init__()
         self.cfg = cfg = keep_config(self, config)
-        kw = backbone_kwargs(cfg.backbone)
-        if not load_pretrained:
-            kw.update(pretrained=False, weights=None)
-        self.backbone = build_backbone(cfg.backbone.name, **kw)
+        self.backbone = backbone_from_config(cfg.backbone, load_pretrained)
         self.head = FickleHead(
             self.backbone.out_channels,
             NUM_CLASSES,

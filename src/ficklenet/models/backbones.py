@@ -45,9 +45,9 @@ import math
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torchvision
@@ -56,6 +56,8 @@ from torchvision.models import ResNet101_Weights, VGG16_Weights
 
 __all__ = [
     "BACKBONES",
+    "register_backbone",
+    "backbone_from_config",
     "Backbone",
     "BackboneWeightsError",
     "ResNet101Backbone",
@@ -97,6 +99,17 @@ class Backbone(nn.Module):
     # Checkpoint keys of layers this backbone drops (torchvision's classifiers); a
     # weights file may contain them and they are skipped silently.
     ignored_weight_prefixes: tuple[str, ...] = ()
+    # torchvision's ImageNet weights, in the order they are looked for (none: no
+    # published weights).
+    imagenet_weights: tuple[Any, ...] = ()
+    # The DeepLab head that suits this backbone (models/deeplab.py): fc6/fc7 width
+    # (None: DeepLab-v2's one conv per branch), ASPP and LargeFOV dilations.
+    head_width: int | None = 1024
+    aspp_dilations: tuple[int, ...] = (6, 12, 18, 24)
+    largefov_dilation: int = 12
+    # The weights file holds VGG16's fully connected layers, from which DeepLab's
+    # fc6/fc7 start (models/deeplab.py).
+    fc_from_imagenet: bool = False
 
     def __init__(self, out_channels: int, output_stride: int, freeze_bn: bool = False) -> None:
         super().__init__()
@@ -164,6 +177,21 @@ class Backbone(nn.Module):
         self.weights_path = path
 
 
+BACKBONES: dict[str, type[Backbone]] = {}
+B = TypeVar("B", bound=type[Backbone])
+
+
+def register_backbone(cls: B) -> B:
+    """Class decorator: make a :class:`Backbone` buildable by its ``name``
+    (``backbone.name=...``). A new backbone is this class plus one file in
+    ``conf/backbone/``."""
+    if not cls.name or cls.name in BACKBONES:
+        raise ValueError(f"backbone name {cls.name!r} is empty or taken")
+    BACKBONES[cls.name] = cls
+    return cls
+
+
+@register_backbone
 class VGG16Backbone(Backbone):
     """DeepLab-LargeFOV VGG16 (as in DSRG's official release), output stride 8.
 
@@ -173,6 +201,8 @@ class VGG16Backbone(Backbone):
     """
 
     name = "vgg16"
+    imagenet_weights = (VGG16_Weights.IMAGENET1K_V1,)
+    fc_from_imagenet = True
     ignored_weight_prefixes = ("classifier.",)
 
     def __init__(self, output_stride: int = 8) -> None:
@@ -208,6 +238,7 @@ class VGG16Backbone(Backbone):
         return self.features(x)
 
 
+@register_backbone
 class ResNet101Backbone(Backbone):
     """DeepLab-v2 dilated ResNet-101 on torchvision's ``resnet101``; output stride 8 or 16.
 
@@ -221,6 +252,9 @@ class ResNet101Backbone(Backbone):
     """
 
     name = "resnet101"
+    # V1 first: the classic recipe, closest to the Caffe weights the papers used.
+    imagenet_weights = (ResNet101_Weights.IMAGENET1K_V1, ResNet101_Weights.IMAGENET1K_V2)
+    head_width = None  # DeepLab-v2: one dilated 3x3 conv to the classes per branch
     ignored_weight_prefixes = ("fc.",)
 
     def __init__(self, output_stride: int = 8, freeze_bn: bool = False) -> None:
@@ -249,6 +283,7 @@ class ResNet101Backbone(Backbone):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
+@register_backbone
 class SmallBackbone(Backbone):
     """Four conv-BN-ReLU layers for the toy data on CPU; output stride 8.
 
@@ -259,6 +294,10 @@ class SmallBackbone(Backbone):
     """
 
     name = "small"
+    # The official head scaled to the 12x12 map of a 96 crop (about 41/12 smaller).
+    head_width = 64
+    aspp_dilations = (1, 2, 3, 4)
+    largefov_dilation = 2
 
     def __init__(self, output_stride: int = 8, width: int = 32, freeze_bn: bool = False) -> None:
         if output_stride != 8:
@@ -285,18 +324,6 @@ class SmallBackbone(Backbone):
         return self.features(x)
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "vgg16": VGG16Backbone,
-    "resnet101": ResNet101Backbone,
-    "small": SmallBackbone,
-}
-
-# torchvision's ImageNet weights per backbone, in the order they are looked for.
-_IMAGENET_WEIGHTS: dict[str, list[Any]] = {
-    "vgg16": [VGG16_Weights.IMAGENET1K_V1],
-    # V1 first: the classic recipe, closest to the Caffe weights the papers used.
-    "resnet101": [ResNet101_Weights.IMAGENET1K_V1, ResNet101_Weights.IMAGENET1K_V2],
-}
 
 
 def imagenet_weight_candidates(name: str) -> list[Path]:
@@ -308,7 +335,7 @@ def imagenet_weight_candidates(name: str) -> list[Path]:
     published weights.
     """
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    return [checkpoints / os.path.basename(w.url) for w in _IMAGENET_WEIGHTS.get(name, [])]
+    return [checkpoints / os.path.basename(w.url) for w in BACKBONES[name].imagenet_weights]
 
 
 def build_backbone(
@@ -354,6 +381,21 @@ def build_backbone(
     return backbone
 
 
+def backbone_from_config(backbone_cfg: Any, load_pretrained: bool = True) -> Backbone:
+    """The backbone a ``backbone`` config describes (``conf/backbone``): its name,
+    weights (ImageNet from torchvision's cache, or ``weights``), output stride and
+    ``freeze_bn``. ``load_pretrained=False`` builds it without any weights file, for
+    a module about to take every weight from a checkpoint."""
+    kw: dict[str, Any] = dict(
+        pretrained=bool(backbone_cfg.pretrained) and load_pretrained,
+        weights=backbone_cfg.weights if load_pretrained else None,
+        output_stride=int(backbone_cfg.output_stride),
+    )
+    if backbone_cfg.get("freeze_bn", False):
+        kw["freeze_bn"] = True
+    return build_backbone(str(backbone_cfg.name), **kw)
+
+
 def _existing_weights_file(name: str, weights: str | os.PathLike[str]) -> Path:
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -376,7 +418,7 @@ def _find_cached_imagenet_weights(name: str) -> Path:
             return candidate
     places = "\n".join(
         f"  {path}   (torchvision {w}, from {w.url})"
-        for path, w in zip(candidates, _IMAGENET_WEIGHTS[name], strict=True)
+        for path, w in zip(candidates, BACKBONES[name].imagenet_weights, strict=True)
     )
     raise BackboneWeightsError(
         f"ImageNet weights for backbone {name!r} are not in torchvision's cache, and "

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ficklenet.choices import Choice
-from ficklenet.models.backbones import Backbone, _read_state_dict, build_backbone
+from ficklenet.models.backbones import Backbone, _read_state_dict, backbone_from_config
 
 
 class HeadKind(Choice):
@@ -58,13 +58,10 @@ __all__ = [
     "default_head_settings",
 ]
 
-#: Dilations of the official heads, for the 41×41 map of a 321 crop.
-ASPP_DILATIONS: tuple[int, ...] = (6, 12, 18, 24)
-LARGEFOV_DILATION: int = 12
-#: The same for the small toy backbone's 12×12 map of a 96 crop (about 41/12 less).
-SMALL_ASPP_DILATIONS: tuple[int, ...] = (1, 2, 3, 4)
-SMALL_LARGEFOV_DILATION: int = 2
-SMALL_WIDTH: int = 64
+#: Dilations of the official heads, for the 41×41 map of a 321 crop (each backbone
+#: states its own: Backbone.aspp_dilations, largefov_dilation).
+ASPP_DILATIONS: tuple[int, ...] = Backbone.aspp_dilations
+LARGEFOV_DILATION: int = Backbone.largefov_dilation
 
 
 def _init_classifier(conv: nn.Conv2d) -> None:
@@ -232,26 +229,28 @@ class SegmenterNet(nn.Module):
 
 
 def default_head_settings(
-    backbone: str, head: str, width: int | None = None, dilations: Sequence[int] | None = None
+    backbone: Backbone | type[Backbone],
+    head: str,
+    width: int | None = None,
+    dilations: Sequence[int] | None = None,
 ) -> tuple[int | None, tuple[int, ...]]:
-    """``(width, dilations)`` of a head, the official values filling in ``None``.
-
-    ``width`` is ``None`` for the DeepLab-v2 ResNet head (no fc6/fc7).
+    """``(width, dilations)`` of a head, the backbone's own values
+    (:class:`~ficklenet.models.backbones.Backbone`: the official ones where there
+    are official ones) filling in ``None``. ``width`` is ``None`` for the DeepLab-v2
+    ResNet head (no fc6/fc7).
     """
     head = HeadKind.parse(head, "segmenter.head")
     if dilations is None:
-        if backbone == "small":
-            dilations = SMALL_ASPP_DILATIONS if head == "aspp" else (SMALL_LARGEFOV_DILATION,)
+        if head == HeadKind.aspp:
+            dilations = backbone.aspp_dilations
         else:
-            dilations = ASPP_DILATIONS if head == "aspp" else (LARGEFOV_DILATION,)
+            dilations = (backbone.largefov_dilation,)
     dilations = tuple(int(d) for d in dilations)
-    if head == "largefov" and len(dilations) != 1:
+    if head == HeadKind.largefov and len(dilations) != 1:
         raise ValueError(f"a LargeFOV head has one dilation, got {list(dilations)}")
     if any(d < 1 for d in dilations):
         raise ValueError(f"dilations must be >= 1, got {list(dilations)}")
-    if width is None:
-        width = {"vgg16": 1024, "small": SMALL_WIDTH}.get(backbone)
-    return width, dilations
+    return (backbone.head_width if width is None else width), dilations
 
 
 def build_segmenter_net(
@@ -271,32 +270,25 @@ def build_segmenter_net(
             ``output_stride``, ``freeze_bn``; see ``conf/backbone``).
         head: ``"aspp"`` or ``"largefov"``.
         num_classes: classes including background.
-        width: fc6/fc7 channels; ``None`` → 1024 (vgg16), 64 (small), and the
-            DeepLab-v2 conv head (no fc6/fc7) on resnet101. A width on resnet101
-            gives it the VGG-style branches instead.
+        width: fc6/fc7 channels; ``None`` → the backbone's ``head_width`` (1024 on
+            vgg16, 64 on small, none on resnet101: DeepLab-v2's conv head). A width on
+            resnet101 gives it the VGG-style branches instead.
         dilations: branch dilations; ``None`` → :func:`default_head_settings`.
         dropout: after fc6 and fc7.
-        init_fc_from_imagenet: vgg16 with an ImageNet file: fc6/fc7 from its fully
-            connected layers (module docstring); ignored otherwise.
+        init_fc_from_imagenet: a backbone whose weights file holds VGG16's fully
+            connected layers (vgg16): fc6/fc7 start from them (module docstring).
         load_pretrained: load the backbone's weights (False when rebuilding from a
             checkpoint, whose state dict holds them).
     """
-    name = str(backbone_cfg.name)
-    kw: dict[str, Any] = dict(
-        pretrained=bool(backbone_cfg.pretrained) and load_pretrained,
-        weights=backbone_cfg.weights if load_pretrained else None,
-        output_stride=int(backbone_cfg.output_stride),
-    )
-    if backbone_cfg.get("freeze_bn", False):
-        kw["freeze_bn"] = True
-    backbone = build_backbone(name, **kw)
-    width, dilations = default_head_settings(name, head, width, dilations)
+    backbone = backbone_from_config(backbone_cfg, load_pretrained)
+    width, dilations = default_head_settings(backbone, head, width, dilations)
     module: nn.Module
     if width is None:
         module = ConvASPPHead(backbone.out_channels, num_classes, dilations)
     else:
         module = ASPPHead(backbone.out_channels, num_classes, dilations, width, dropout)
-        if name == "vgg16" and init_fc_from_imagenet and backbone.weights_path is not None:
+        fc_file = backbone.fc_from_imagenet and backbone.weights_path is not None
+        if fc_file and init_fc_from_imagenet:
             _init_fc(module, backbone)
     return SegmenterNet(backbone, module)
 

@@ -123,7 +123,7 @@ def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dic
     run_dir.mkdir(parents=True, exist_ok=True)
     if "logger" in cfg and cfg.logger.group is None and (group := sweep_group()):
         cfg.logger.group = group
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     assert isinstance(config, dict)
     info = run_info()  # runs git: once per start
     if is_rank_zero():
