@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ficklenet.dsrg.growing import grow, grow_reference
+from ficklenet.dsrg.growing import grow
+from ficklenet.reference import grow_reference
 
 U = 255
 # (background, class 1, class 2, class 3); class 2 is absent from the image.

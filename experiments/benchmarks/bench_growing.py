@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ficklenet.dsrg.crf import TRAIN_CRF, dense_crf_batch, shutdown_pools
-from ficklenet.dsrg.growing import grow, grow_reference
+from ficklenet.dsrg.growing import grow
+from ficklenet.reference import grow_reference
 
 
 def make_batch(

@@ -34,15 +34,12 @@ loop over pixels; the number of steps is the longest path from a seed inside a
 region (about 10–20 on 41×41 maps). Only the
 classes present in each image are propagated (the per-image present classes
 are packed into the first channels), so the cost follows the number of present
-classes, not the size of the label set. :func:`grow_reference` is a plain
+classes, not the size of the label set. :func:`ficklenet.reference.grow_reference` is a plain
 per-image flood fill used by the tests and the benchmark.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -138,66 +135,3 @@ def grow(
     grown_class = torch.gather(classes, 1, channel.flatten(1)).view(b, h, w)
     grown = torch.where(grown_any, grown_class, torch.full_like(seeds, UNLABELLED))
     return torch.where(seeds != UNLABELLED, seeds, grown)
-
-
-def grow_reference(
-    probs: np.ndarray | Tensor,
-    seeds: np.ndarray | Tensor,
-    present: np.ndarray | Tensor,
-    fg_thresh: float = 0.85,
-    bg_thresh: float = 0.99,
-) -> np.ndarray:
-    """The same rule as :func:`grow`, written plainly: per image, per pixel, BFS.
-
-    Slow; meant for tests and benchmarks. Accepts numpy arrays or tensors and
-    returns a numpy int64 array (B, h, w).
-    """
-    probs = _as_numpy(probs)
-    seeds = _as_numpy(seeds).astype(np.int64)
-    present = _as_numpy(present).astype(bool)
-    batch, _, height, width = probs.shape
-    out = seeds.copy()
-    for i in range(batch):
-        classes = [c for c in range(probs.shape[1]) if c == 0 or present[i, c]]
-
-        label_map = seeds[i].copy()
-        for y in range(height):
-            for x in range(width):
-                best = max(classes, key=lambda c, y=y, x=x: probs[i, c, y, x])
-                value = probs[i, best, y, x]
-                threshold = bg_thresh if best == 0 else fg_thresh
-                if value > threshold:
-                    label_map[y, x] = best
-
-        for c in classes:
-            visited = np.zeros((height, width), dtype=bool)
-            queue = deque(
-                (y, x)
-                for y in range(height)
-                for x in range(width)
-                if seeds[i, y, x] == c and label_map[y, x] == c
-            )
-            for y, x in queue:
-                visited[y, x] = True
-            while queue:
-                y, x = queue.popleft()
-                if seeds[i, y, x] == UNLABELLED:
-                    out[i, y, x] = c
-                for dy in (-1, 0, 1):
-                    for dx in (-1, 0, 1):
-                        ny, nx = y + dy, x + dx
-                        if (
-                            0 <= ny < height
-                            and 0 <= nx < width
-                            and not visited[ny, nx]
-                            and label_map[ny, nx] == c
-                        ):
-                            visited[ny, nx] = True
-                            queue.append((ny, nx))
-    return out
-
-
-def _as_numpy(x: np.ndarray | Tensor) -> np.ndarray:
-    if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

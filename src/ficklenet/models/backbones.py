@@ -324,8 +324,6 @@ class SmallBackbone(Backbone):
         return self.features(x)
 
 
-
-
 def imagenet_weight_candidates(name: str) -> list[Path]:
     """Where torchvision's cache keeps the ImageNet weights of backbone ``name``.
 

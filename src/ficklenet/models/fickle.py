@@ -351,24 +351,6 @@ class FickleHead(nn.Module):
         taps = self.tap_scales(masked=mask is not None or seed is not None).to(x.device)
         return _FickleGAP.apply(x, weight, bias, taps, self.p, mask, seed)
 
-    def forward_literal(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Reference implementation through the materialised expansion.
-
-        Memory grows with s²; used by tests and the memory benchmark only.
-        """
-        s, r = self.kernel_size, self.kernel_size // 2
-        e = self.expand(x)
-        scale = torch.ones_like(e[:1])
-        if mask is not None:
-            keep = mask.clone()
-            keep[:, :, r::s, r::s] = True
-            e = e * keep
-            scale /= 1.0 - self.p
-        # The always-kept centre of every block.
-        scale[:, :, r::s, r::s] = 1.0 / (1.0 - self.p) if self.scale_centre else 1.0
-        out = F.conv2d(e * scale, self.classifier.weight, self.classifier.bias, stride=s)
-        return out.mean(dim=(2, 3))
-
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
