@@ -71,3 +71,21 @@ def test_segmenter_loads_with_load_from_checkpoint_offline(tmp_path, no_imagenet
     torch.testing.assert_close(loaded(x), trained(x))
     # The stages' own reader agrees.
     torch.testing.assert_close(DSRGSegmenter.from_checkpoint(path).eval()(x), trained(x))
+
+
+def test_both_modules_restore_their_best_metric_from_a_checkpoint(tmp_path):
+    """from_checkpoint restores what on_load_checkpoint restores on resume, for the
+    classifier (best val mAP) as for the segmenter (best val mIoU)."""
+    for cls, stage, attr in (
+        (FickleClassifier, "classify", "best_map"),
+        (DSRGSegmenter, "segment", "best_miou"),
+    ):
+        module = cls(OmegaConf.to_container(compose_config(stage), resolve=True))
+        setattr(module, attr, 0.625)
+        checkpoint = {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+        }
+        module.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, tmp_path / f"{stage}.ckpt")
+        assert getattr(cls.from_checkpoint(tmp_path / f"{stage}.ckpt"), attr) == 0.625

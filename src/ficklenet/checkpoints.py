@@ -9,7 +9,7 @@ refused here, before any output is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -62,6 +62,23 @@ def read_checkpoint(
         )
         raise ValueError(f"{label} is {what}, not a {KIND[stage]} checkpoint: {wanted}{hint}")
     return ckpt
+
+
+M = TypeVar("M", bound=pl.LightningModule)
+
+
+def rebuild(
+    cls: type[M], path: str | Path, stage: str, key: str | None, map_location: Any = "cpu"
+) -> M:
+    """The trained module in a ``stage`` checkpoint: built from the config inside it
+    (no ImageNet file needed), its weights loaded, and its own checkpoint state
+    (best metric so far) restored by its ``on_load_checkpoint``, as when Lightning
+    resumes it; any other file is refused by :func:`read_checkpoint`."""
+    ckpt = read_checkpoint(path, stage, key=key, map_location=map_location)
+    model = cls(ckpt["hyper_parameters"]["config"], load_pretrained=False)
+    model.load_state_dict(ckpt["state_dict"])
+    model.on_load_checkpoint(ckpt)
+    return model
 
 
 def keep_config(module: pl.LightningModule, config: dict[str, Any] | DictConfig) -> DictConfig:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
-from ficklenet.checkpoints import keep_config, read_checkpoint
+from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
@@ -65,11 +65,7 @@ class FickleClassifier(pl.LightningModule):
         """Rebuild a trained classifier from a stage-1 checkpoint (no ImageNet file
         needed); any other file is refused with a message naming it (and ``key``,
         the config key that named it)."""
-        ckpt = read_checkpoint(path, STAGE, key=key, map_location=map_location)
-        config = ckpt["hyper_parameters"]["config"]
-        model = cls(config, load_pretrained=False)
-        model.load_state_dict(ckpt["state_dict"])
-        return model
+        return rebuild(cls, path, STAGE, key, map_location)
 
     def features(self, images: Tensor) -> Tensor:
         """The backbone's feature map x (B, C, h, w) — what FickleHead expands."""

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ficklenet.checkpoints import keep_config, read_checkpoint
+from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import IGNORE_INDEX, NUM_CLASSES
 from ficklenet.data.transforms import denormalize
 from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
@@ -143,11 +143,7 @@ class DSRGSegmenter(pl.LightningModule):
         """Rebuild a trained segmenter from a ``ficklenet-segment`` checkpoint (no
         ImageNet file needed); any other checkpoint is refused with a message naming
         it (and ``key``, the config key that named it)."""
-        ckpt = read_checkpoint(path, STAGE, key=key, map_location=map_location)
-        model = cls(ckpt["hyper_parameters"]["config"], load_pretrained=False)
-        model.load_state_dict(ckpt["state_dict"])
-        model.best_miou = float(ckpt.get("best_miou", 0.0))
-        return model
+        return rebuild(cls, path, STAGE, key, map_location)
 
     @property
     def output_stride(self) -> int:
