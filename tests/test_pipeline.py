@@ -70,7 +70,7 @@ def test_shared_keys_reach_every_stage_and_stage_keys_one(tmp_path):
             "table5=general_0.9",  # the command line's model.p wins over the group
             "trainer=gpu",
             "seed=3",
-            "segment.segmenter.fg_thresh=0.9",
+            "segment.segmenter.grow_fg_prob=0.9",
             "optim@classify.optim=sgd",
             "classify.trainer.max_epochs=7",
             "checkpoint=best",
@@ -85,16 +85,16 @@ def test_shared_keys_reach_every_stage_and_stage_keys_one(tmp_path):
         assert stage.data.root == "/data/VOC2012" and stage.data.name == "voc", name
         assert stage.pipeline.model_p == 0.5 and stage.pipeline.seed == 3
         assert stage.name.endswith(f"/{name}")
-    assert stages["segment"].segmenter.fg_thresh == 0.9
+    assert stages["segment"].segmenter.grow_fg_prob == 0.9
     assert stages["localize"].classifier.ckpt == str(tmp_path / "classify/checkpoints/best.ckpt")
     assert stages["evaluate_crf"].crf and not stages["evaluate"].crf
 
 
 @pytest.mark.parametrize(
-    "override", ["classify.modle.p=0.5", "segment.segmenter.fg_thresh=high", "stagess=[x]"]
+    "override", ["classify.modle.p=0.5", "segment.segmenter.grow_fg_prob=high", "stagess=[x]"]
 )
 def test_typos_and_wrong_types_are_refused_before_any_stage_runs(tmp_path, override):
-    with pytest.raises(Exception, match=r"modle|fg_thresh|stagess"):
+    with pytest.raises(Exception, match=r"modle|grow_fg_prob|stagess"):
         stage_configs(compose_config("pipeline", [override]), tmp_path)
 
 
@@ -196,10 +196,10 @@ def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
     help_text = run_ok([*app, "--help"], tmp_path, ENV).stdout
     assert "table5: deterministic" in help_text and "experiment: paper_resnet101" in help_text
     cfg = run_ok(
-        [*app, "--cfg", "job", "model.p=0.3", "segment.segmenter.fg_thresh=0.8"], tmp_path, ENV
+        [*app, "--cfg", "job", "model.p=0.3", "segment.segmenter.grow_fg_prob=0.8"], tmp_path, ENV
     ).stdout
     loaded = OmegaConf.create(cfg)
-    assert loaded.model.p == 0.3 and loaded.segment.segmenter.fg_thresh == 0.8
+    assert loaded.model.p == 0.3 and loaded.segment.segmenter.grow_fg_prob == 0.8
     assert OmegaConf.to_container(loaded.classify)["model"] == "${model}"  # the shared key
     # A multirun of two (empty) pipelines: one run directory per job, named by number.
     run_ok([*app, "-m", "model.p=0,0.9", "stages=[]"], tmp_path, ENV)

@@ -194,7 +194,7 @@ def test_a_sweep_folder_round_trips_as_a_checkpoint_override(app, tmp_path):
     from ficklenet.config import conf_dir, register_schemas
     from ficklenet.config.sweeps import pin_sweep_dir
 
-    argv = pin_sweep_dir(["-m", "segment.segmenter.fg_thresh=0.8,0.9", "data.root=/a=b"], app)
+    argv = pin_sweep_dir(["-m", "segment.segmenter.grow_fg_prob=0.8,0.9", "data.root=/a=b"], app)
     register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

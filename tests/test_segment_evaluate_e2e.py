@@ -58,12 +58,12 @@ def test_segment_then_evaluate(toy_with_seeds: tuple[Path, Path], tmp_path: Path
     assert metrics["stage"] == "segment" and metrics["steps"] == 10
     assert metrics["val/miou_best"] == pytest.approx(best)
     assert metrics["pixel_label_images"] == 20
-    for key in ("seeds", "grown_seeds", "pred"):
-        assert 0.0 <= metrics[f"train/{key}_miou"] <= 1.0
+    for key in ("seed/miou", "grown_seed/miou", "train/miou"):
+        assert 0.0 <= metrics[key] <= 1.0
     # Seeds from ground truth are right wherever they are labelled.
-    assert metrics["train/seeds_precision"] == 1.0
-    assert 0.3 < metrics["train/seeds_labelled"] < 0.5
-    assert metrics["train/grown_seeds_labelled"] >= metrics["train/seeds_labelled"]
+    assert metrics["seed/precision"] == 1.0 and metrics["seed_eval_split"] == "train"
+    assert 0.3 < metrics["seed/labelled_fraction"] < 0.5
+    assert metrics["grown_seed/labelled_fraction"] >= metrics["seed/labelled_fraction"]
     ckpt_path = seg_dir / "checkpoints" / "best.ckpt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     assert ckpt["ficklenet_stage"] == "segment"

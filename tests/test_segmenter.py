@@ -218,8 +218,8 @@ def test_from_checkpoint_refuses_other_stages(tmp_path: Path) -> None:
 
 
 def test_validate_segment_names_the_key() -> None:
-    with pytest.raises(ValueError, match="segmenter.fg_thresh"):
-        validate_segment(compose_segment("segmenter.fg_thresh=1.5"))
+    with pytest.raises(ValueError, match="segmenter.grow_fg_prob"):
+        validate_segment(compose_segment("segmenter.grow_fg_prob=1.5"))
     # A misspelt choice does not get that far: the schema's enum refuses it.
     with pytest.raises(ConfigCompositionException, match="segmenter.crf.unary"):
         compose_segment("segmenter.crf.unary=log")
@@ -251,7 +251,7 @@ def test_data_module_uses_ground_truth_for_pixel_label_ids(tiny_voc: Path, tmp_p
         )
     assert resolve_seed_dir(tmp_path / "localize") == seeds == resolve_seed_dir(seeds)
     cfg = compose_segment(f"data.root={tiny_voc}", "data.pixel_labels=train", "data.crop_size=32")
-    dm = SegmentationDataModule(cfg.data, seeds=tmp_path / "localize")
+    dm = SegmentationDataModule(cfg.data, seed_dir=tmp_path / "localize")
     dm.setup("fit")
     train_ids = VOCReader(tiny_voc, "train").ids
     assert dm.gt_ids == train_ids and len(train_ids) == 8
@@ -266,14 +266,14 @@ def test_data_module_uses_ground_truth_for_pixel_label_ids(tiny_voc: Path, tmp_p
 
     cfg = compose_segment(f"data.root={tiny_voc}", "data.pixel_labels=val")
     with pytest.raises(VOCDataError, match="none of its 20 ids"):
-        SegmentationDataModule(cfg.data, seeds=seeds).setup("fit")
+        SegmentationDataModule(cfg.data, seed_dir=seeds).setup("fit")
     with pytest.raises(VOCDataError, match="seeds="):
         resolve_seed_dir(tmp_path / "nowhere")
     # Seeds that do not cover the training split fail before training starts.
     (seeds / f"{reader.ids[-1]}.png").unlink()
     cfg = compose_segment(f"data.root={tiny_voc}")
     with pytest.raises(VOCDataError, match="no seeds for 1 of the 20 ids"):
-        SegmentationDataModule(cfg.data, seeds=seeds).setup("fit")
+        SegmentationDataModule(cfg.data, seed_dir=seeds).setup("fit")
 
 
 def test_pad_collate_pads_images_with_zero_and_targets_with_255() -> None:

@@ -178,3 +178,30 @@ def test_bad_parameters():
         write_toy_voc("/nonexistent/never", n_val=5)
     with pytest.raises(ValueError, match="n_train"):
         write_toy_voc("/nonexistent/never", n_train=500)
+
+
+def test_a_toy_set_from_an_older_generator_is_rewritten_with_its_own_settings(tmp_path: Path):
+    from omegaconf import OmegaConf
+
+    from ficklenet.data.datamodule import ensure_dataset
+    from ficklenet.data.toy import TOY_MARKER, toy_settings
+
+    root = write_toy_voc(tmp_path / "toy", seed=3, **SMALL)
+    cfg = OmegaConf.create(
+        {
+            "root": str(root),
+            "make_toy_if_missing": True,
+            "toy": {"seed": 0, "n_train_aug": 400, "n_train": 100, "n_val": 80, "size": 96},
+        }
+    )
+    stamp = (root / TOY_MARKER).stat().st_mtime_ns
+    ensure_dataset(cfg)  # up to date: used as it is, whatever data.toy says
+    assert (root / TOY_MARKER).stat().st_mtime_ns == stamp
+    meta = json.loads((root / TOY_MARKER).read_text())
+    meta["generator_version"] = 0
+    (root / TOY_MARKER).write_text(json.dumps(meta))
+    assert not toy_settings(root)["current"]
+    ensure_dataset(cfg)  # outdated: rewritten, with the settings it was made with
+    made = toy_settings(root)
+    assert made["current"] and made["params"]["seed"] == 3
+    assert made["params"]["size"] == SMALL["size"]

@@ -5,7 +5,7 @@
 Reads ``RUNS_DIR`` (default ``runs/defaults``): the three classifiers, the seeds of
 each (classifier, formula) and the DSRG segmenter trained on them, and writes
 ``results.md`` beside this file. Only ``train`` figures choose: the segmenter's
-predictions on ``train`` (``train/pred_miou``), the seeds' scores on ``train``. The
+predictions on ``train`` (``train/miou``), the seeds' scores on ``train``. The
 ``val`` column is shown for the record, never used to choose.
 """
 
@@ -56,7 +56,7 @@ def main() -> None:
                 formula,
                 *(pct(seeds.get(k)) for k in ("seed/miou", "seed/precision")),
                 *(pct(seeds.get(k)) for k in ("seed/labelled_fraction", "cam/object_recall")),
-                pct(seg.get("train/pred_miou")),
+                pct(seg.get("train/miou", seg.get("train/pred_miou"))),  # (old name)
                 pct(seg.get("val/miou")),
             ]
             lines.append("| " + " | ".join(cells) + " |")

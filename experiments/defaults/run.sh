@@ -6,7 +6,7 @@
 #      experiments/thresholds/choose.py over all six map sets;
 #   3. seeds of train_aug with those thresholds -> DSRG segmenter (seed 0) for each
 #      (classifier, formula); its predictions on `train` (metrics.json,
-#      train/pred_miou) choose the formula and the centre scaling for FickleNet.
+#      train/miou) choose the formula and the centre scaling for FickleNet.
 # Two jobs at a time, one thread each (2 cores). Rerunning skips finished steps.
 #     bash experiments/defaults/run.sh && python experiments/defaults/gather.py
 set -euo pipefail

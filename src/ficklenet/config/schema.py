@@ -402,9 +402,12 @@ class SegmenterModelConfig:
     # vgg16: start fc6/fc7 from ImageNet fc6/fc7, decimated to 3x3x1024 / 1x1x1024 as
     # DeepLab did (then they train at the base lr; fc8 at 10x).
     init_fc_from_imagenet: bool = True
-    # Region growing thresholds (official generate_seed_step: th2=0.85, th1=0.99).
-    fg_thresh: float = 0.85
-    bg_thresh: float = 0.99
+    # Region growing: a pixel joins a seed region when the CRF's probability of its
+    # best present class exceeds this (foreground / background; official
+    # generate_seed_step: th2=0.85, th1=0.99). Probabilities, unlike localize's
+    # fg/bg_threshold, which are fractions of a class map's maximum.
+    grow_fg_prob: float = 0.85
+    grow_bg_prob: float = 0.99
     # L = seed_loss_weight * balanced seeding loss + boundary_loss_weight * boundary loss.
     seed_loss_weight: float = 1.0
     boundary_loss_weight: float = 1.0

@@ -19,26 +19,32 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
-from ficklenet.data.toy import write_toy_voc
+from ficklenet.data.toy import toy_settings, write_toy_voc
 from ficklenet.data.transforms import EvalTransform, TrainTransform
 from ficklenet.data.voc import VOCDataError, VOCReader
 
 
 def ensure_dataset(data_cfg: Any) -> Path:
-    """The dataset root. With ``make_toy_if_missing``, the toy set is written there
-    when missing, and rewritten when it was made with other toy settings or by an
-    older generator (:func:`write_toy_voc` does nothing when it is up to date)."""
+    """The dataset root. With ``make_toy_if_missing``, a toy set is written there from
+    ``data.toy`` when none is, and a toy set an older generator made is rewritten
+    with the settings it was made with; an up-to-date toy set is used as it is."""
     root = Path(str(data_cfg.root)).expanduser()
-    if data_cfg.make_toy_if_missing:
-        toy = data_cfg.toy
-        write_toy_voc(
-            root,
-            seed=toy.seed,
-            n_train_aug=toy.n_train_aug,
-            n_train=toy.n_train,
-            n_val=toy.n_val,
-            size=toy.size,
-        )
+    if not data_cfg.make_toy_if_missing:
+        return root
+    made = toy_settings(root)
+    if made is not None and made["current"]:
+        return root
+    toy = data_cfg.toy
+    params = dict(
+        seed=int(toy.seed),
+        n_train_aug=int(toy.n_train_aug),
+        n_train=int(toy.n_train),
+        n_val=int(toy.n_val),
+        size=int(toy.size),
+    )
+    if made is not None:  # outdated: the same set, from the current generator
+        params.update({k: v for k, v in made["params"].items() if k in params})
+    write_toy_voc(root, **params)
     return root
 
 
@@ -75,10 +81,11 @@ class VOCDataModule(pl.LightningDataModule):
     # How validation items of different sizes are batched (None: plain stacking).
     val_collate: Any = None
 
-    def __init__(self, data_cfg: Any, seed: int = 0) -> None:
+    def __init__(self, data_cfg: Any, rng_seed: int = 0) -> None:
         super().__init__()
         self.cfg = data_cfg
-        self.seed = seed
+        # Seeds the training order and the augmentation (not DSRG's seeds).
+        self.rng_seed = rng_seed
         self.train_set: ClassificationDataset | None = None
         self.val_set: ClassificationDataset | None = None
 
@@ -92,11 +99,11 @@ class VOCDataModule(pl.LightningDataModule):
                 cfg.crop_size, scale_range=tuple(cfg.scale_range), flip=cfg.flip
             )
             self.train_set = ClassificationDataset(
-                make_reader(cfg, cfg.train_split), train_tf, seed=self.seed
+                make_reader(cfg, cfg.train_split), train_tf, seed=self.rng_seed
             )
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = ClassificationDataset(
-                make_reader(cfg, cfg.val_split), EvalTransform(cfg.crop_size), seed=self.seed
+                make_reader(cfg, cfg.val_split), EvalTransform(cfg.crop_size), seed=self.rng_seed
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -122,7 +129,7 @@ class VOCDataModule(pl.LightningDataModule):
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
         return DistributedSampler(
-            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.rng_seed
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -256,15 +263,18 @@ class SegmentationDataModule(VOCDataModule):
 
     Args:
         data_cfg: the ``data`` config.
-        seeds: see above; ``None`` for fully supervised training (or validation only).
-        seed: base of the augmentation streams.
+        seed_dir: the seeds (see above); ``None`` for fully supervised training (or
+            validation only).
+        rng_seed: base of the training order and augmentation streams.
     """
 
     val_collate = staticmethod(pad_collate)
 
-    def __init__(self, data_cfg: Any, seeds: str | os.PathLike[str] | None, seed: int = 0) -> None:
-        super().__init__(data_cfg, seed)
-        self.seeds = seeds
+    def __init__(
+        self, data_cfg: Any, seed_dir: str | os.PathLike[str] | None, rng_seed: int = 0
+    ) -> None:
+        super().__init__(data_cfg, rng_seed)
+        self.seeds = seed_dir
         self.train_set: SegmentationDataset | None = None  # type: ignore[assignment]
         self.val_set: SegmentationDataset | None = None  # type: ignore[assignment]
         self.gt_ids: list[str] = []
@@ -304,9 +314,12 @@ class SegmentationDataModule(VOCDataModule):
                 targets="gt" if seed_dir is None else "seeds",
                 seed_dir=seed_dir,
                 gt_ids=self.gt_ids,
-                seed=self.seed,
+                seed=self.rng_seed,
             )
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = SegmentationDataset(
-                make_reader(cfg, cfg.val_split), EvalTransform(None), targets="gt", seed=self.seed
+                make_reader(cfg, cfg.val_split),
+                EvalTransform(None),
+                targets="gt",
+                seed=self.rng_seed,
             )

@@ -56,7 +56,7 @@ from ficklenet.data.classes import (
     save_palette_png,
 )
 
-__all__ = ["ToyParams", "is_toy_voc", "write_toy_voc", "TOY_MARKER"]
+__all__ = ["ToyParams", "is_toy_voc", "toy_settings", "write_toy_voc", "TOY_MARKER"]
 
 #: File at the toy root recording how it was made; its presence marks a toy dataset.
 TOY_MARKER = "toy_voc.json"
@@ -123,6 +123,18 @@ def part_style(c: int) -> tuple[str, tuple[int, int, int]]:
 def body_style(c: int) -> int:
     """Index of the body texture of class ``c``; classes ``c`` and ``c + 5`` share it."""
     return c % _NUM_STYLES
+
+
+def toy_settings(root: str | os.PathLike[str]) -> dict | None:
+    """How the toy set at ``root`` was made: ``{"params": ..., "current": whether
+    this generator version made it}``, or None when ``root`` holds no toy set."""
+    meta = _read_marker(Path(root))
+    if meta is None:
+        return None
+    return {
+        "params": meta.get("params", {}),
+        "current": meta.get("generator_version") == _GENERATOR_VERSION,
+    }
 
 
 def is_toy_voc(root: str | os.PathLike[str]) -> bool:

@@ -85,7 +85,7 @@ class Localizer(pl.LightningModule):
     def __init__(
         self,
         classifier: FickleClassifier,
-        options: Any,
+        settings: Any,
         run_dir: Path,
         reader: VOCReader,
         seed: int,
@@ -96,7 +96,7 @@ class Localizer(pl.LightningModule):
         self.classifier = classifier.eval()
         if p is not None:
             self.classifier.head.p = check_rate(p, "model.p")
-        self.opt = options
+        self.settings = settings
         self.run_dir = Path(run_dir)
         self.reader = reader
         self.seed = seed
@@ -104,13 +104,13 @@ class Localizer(pl.LightningModule):
 
     def image_maps(self, image: torch.Tensor, image_id: str, classes: list[int]) -> np.ndarray:
         """Aggregated, max-normalised maps (len(classes), H, W) at image size."""
-        opt = self.opt
+        settings = self.settings
         _, h, w = image.shape
         passes, sizes, flips = [], [], []
-        for si, scale in enumerate(opt.scales):
+        for si, scale in enumerate(settings.scales):
             size = scaled_size((h, w), scale, minimum=8)
             scaled = resize(image[None], size)
-            for flipped in [False, True] if opt.flip else [False]:
+            for flipped in [False, True] if settings.flip else [False]:
                 x = self.classifier.features(scaled.flip(-1) if flipped else scaled)
                 gen = torch.Generator(device=x.device)
                 gen.manual_seed(image_seed(self.seed, image_id, si, flipped))
@@ -119,17 +119,17 @@ class Localizer(pl.LightningModule):
                         self.classifier.head,
                         x,
                         classes,
-                        n=int(opt.n),
+                        n=int(settings.n),
                         generator=gen,
-                        formula=opt.formula,
-                        chunk=int(opt.chunk),
-                        aggregate=opt.aggregate,
+                        formula=settings.formula,
+                        chunk=int(settings.chunk),
+                        aggregate=settings.aggregate,
                     )
                 )
                 sizes.append(size)
                 flips.append(flipped)
         stride = self.classifier.backbone.output_stride
-        combined = combine_scales(passes, (h, w), stride, sizes, flips, how=opt.aggregate)
+        combined = combine_scales(passes, (h, w), stride, sizes, flips, how=settings.aggregate)
         return normalize_maps(combined).clamp(0, 1).float().cpu().numpy()
 
     @torch.no_grad()
@@ -143,10 +143,10 @@ class Localizer(pl.LightningModule):
         seeds = make_seeds(
             maps,
             [c + 1 for c in classes],
-            fg_threshold=float(self.opt.fg_threshold),
-            bg_threshold=float(self.opt.bg_threshold),
+            fg_threshold=float(self.settings.fg_threshold),
+            bg_threshold=float(self.settings.bg_threshold),
             saliency=saliency,
-            saliency_threshold=float(self.opt.saliency_threshold),
+            saliency_threshold=float(self.settings.saliency_threshold),
         )
         maps_path, seeds_path = output_paths(self.run_dir, image_id)
         with atomic_path(maps_path) as tmp, open(tmp, "wb") as fh:

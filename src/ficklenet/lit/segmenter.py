@@ -175,7 +175,9 @@ class DSRGSegmenter(pl.LightningModule):
         q = self.refine(images, probs)
         self.crf_seconds = time.perf_counter() - start
         seeds = image_to_grid(targets, logits.shape[-2:], self.output_stride).long()
-        grown = grow(q, seeds, present_classes(labels), float(seg.fg_thresh), float(seg.bg_thresh))
+        grown = grow(
+            q, seeds, present_classes(labels), float(seg.grow_fg_prob), float(seg.grow_bg_prob)
+        )
         seed_loss = balanced_seed_loss(torch.log(probs), grown)
         bound_loss = boundary_loss(probs, q)
         loss = (

@@ -41,7 +41,7 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     run_dir, config, finished = start_training(cfg, run_dir, "classify")
     if finished is not None:
         return float(finished["val/mAP_best"])
-    datamodule = VOCDataModule(cfg.data, seed=cfg.seed)
+    datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)
     model = FickleClassifier(config)
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/mAP")
     best = float(metrics.get("val/mAP_best", model.best_map))

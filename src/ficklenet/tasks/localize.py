@@ -55,13 +55,13 @@ _OUTPUT_KEYS = (
 
 def validate_localize(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
-    opt = cfg.localize
-    if opt.n < 1:
-        raise ValueError(f"localize.n={opt.n}: need at least one stochastic pass")
-    if opt.chunk < 1:
-        raise ValueError(f"localize.chunk={opt.chunk}: must be at least 1")
-    if not opt.scales or min(opt.scales) <= 0:
-        raise ValueError(f"localize.scales={list(opt.scales)}: need positive scales")
+    settings = cfg.localize
+    if settings.n < 1:
+        raise ValueError(f"localize.n={settings.n}: need at least one stochastic pass")
+    if settings.chunk < 1:
+        raise ValueError(f"localize.chunk={settings.chunk}: must be at least 1")
+    if not settings.scales or min(settings.scales) <= 0:
+        raise ValueError(f"localize.scales={list(settings.scales)}: need positive scales")
     if cfg.model.p is not None:
         check_rate(cfg.model.p, "model.p")
     if not Path(cfg.classifier.ckpt).is_file():
@@ -80,8 +80,8 @@ def file_digest(path: str | Path) -> str:
 
 
 def make_manifest(cfg: DictConfig) -> dict[str, Any]:
-    opt = OmegaConf.to_container(cfg.localize, resolve=True)
-    assert isinstance(opt, dict)
+    settings = OmegaConf.to_container(cfg.localize, resolve=True)
+    assert isinstance(settings, dict)
     return {
         "stage": "localize",
         "classifier_ckpt": str(Path(cfg.classifier.ckpt).resolve()),
@@ -89,7 +89,7 @@ def make_manifest(cfg: DictConfig) -> dict[str, Any]:
         "data_root": str(Path(cfg.data.root).resolve()),
         "seed": int(cfg.seed),
         "model.p": cfg.model.p,
-        "settings": {k: opt[k] for k in _OUTPUT_KEYS},
+        "settings": {k: settings[k] for k in _OUTPUT_KEYS},
     }
 
 
@@ -123,9 +123,9 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     run_dir, config = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
-    opt = cfg.localize
-    reader = make_reader(cfg.data, opt.split)
-    ids = reader.ids[: opt.limit] if opt.limit else list(reader.ids)
+    settings = cfg.localize
+    reader = make_reader(cfg.data, settings.split)
+    ids = reader.ids[: settings.limit] if settings.limit else list(reader.ids)
     index = {image_id: i for i, image_id in enumerate(reader.ids)}
 
     trainer = pl.Trainer(
@@ -142,7 +142,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         enable_model_summary=False,
     )
     if trainer.is_global_zero:
-        check_manifest(run_dir, make_manifest(cfg), bool(opt.overwrite))
+        check_manifest(run_dir, make_manifest(cfg), bool(settings.overwrite))
     trainer.strategy.barrier()
     todo = [index[i] for i in ids if not is_done(run_dir, i)]
     log.info(
@@ -152,8 +152,10 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         len(ids) - len(todo),
         run_dir,
     )
-    overlay_ids = set(sorted(ids)[: opt.overlays])
-    module = Localizer(classifier, opt, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p)
+    overlay_ids = set(sorted(ids)[: settings.overlays])
+    module = Localizer(
+        classifier, settings, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p
+    )
     start = time.perf_counter()
     if todo:
         trainer.predict(
@@ -168,13 +170,13 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     missing = [i for i in ids if not is_done(run_dir, i)]
     if missing:
         raise RuntimeError(f"{len(missing)} images have no outputs (first: {missing[0]})")
-    scored_reader = reader if not opt.limit else reader.subset(ids)
+    scored_reader = reader if not settings.limit else reader.subset(ids)
     quality = score_localization(
         run_dir,
         scored_reader,
-        list(opt.cam_bg_sweep),
+        list(settings.cam_bg_sweep),
         progress=bool(cfg.trainer.enable_progress_bar),
-        fg_threshold=float(opt.fg_threshold),
+        fg_threshold=float(settings.fg_threshold),
     )
     metrics = {
         "stage": "localize",
@@ -182,8 +184,8 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         "localized_now": len(todo),
         "seconds": elapsed,
         "images_per_second": len(todo) / elapsed if todo and elapsed > 0 else None,
-        "n": int(opt.n),
-        "formula": opt.formula,
+        "n": int(settings.n),
+        "formula": settings.formula,
         "model.p": float(classifier.head.p if cfg.model.p is None else cfg.model.p),
         **quality,
     }

@@ -4,7 +4,7 @@
     ficklenet-pipeline -m model.p=0,0.3,0.5,0.7,0.9 seed=0,1,2   # one pipeline per setting
     ficklenet-pipeline -m 'table5=glob(*)' seed=0,1,2             # the paper's Table 5
     ficklenet-pipeline experiment=paper_vgg16 data.root=/path/VOCdevkit/VOC2012
-    ficklenet-pipeline segment.segmenter.fg_thresh=0.9 checkpoint=best
+    ficklenet-pipeline segment.segmenter.grow_fg_prob=0.9 checkpoint=best
     ficklenet-pipeline hydra.run.dir=<run> stages=[segment,evaluate,evaluate_crf]
 
 A Hydra app like the stages' (``--help``, ``--cfg job``, ``-m``, launchers). Its

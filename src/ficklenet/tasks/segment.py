@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 def validate_segment(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
     seg = cfg.segmenter
-    for key in ("fg_thresh", "bg_thresh"):
+    for key in ("grow_fg_prob", "grow_bg_prob"):
         if not 0.0 <= seg[key] < 1.0:
             raise ValueError(f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1)")
     for key in ("seed_loss_weight", "boundary_loss_weight"):
@@ -87,7 +87,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
         return float(finished["val/miou_best"])
     if seed_dir is not None:
         check_seed_source(seed_dir, run_dir)
-    datamodule = SegmentationDataModule(cfg.data, seeds=seed_dir, seed=cfg.seed)
+    datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
     model = DSRGSegmenter(config)
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
     best = float(metrics.get("val/miou_best", model.best_miou))
@@ -215,7 +215,11 @@ def score_on_split(
         grid_seeds = image_to_grid(seeds, logits.shape[-2:], stride).to(device)
         present = present_classes(batch["labels"].to(device))
         grown_grid = grow(
-            q, grid_seeds, present, model.cfg.segmenter.fg_thresh, model.cfg.segmenter.bg_thresh
+            q,
+            grid_seeds,
+            present,
+            model.cfg.segmenter.grow_fg_prob,
+            model.cfg.segmenter.grow_bg_prob,
         ).cpu()
         grown = grid_to_image(grown_grid, gt.shape[-2:], stride, mode="nearest")
         grown = torch.where(seeds != 255, seeds, grown)
@@ -228,25 +232,27 @@ def score_on_split(
             cm_grown += confusion_counts(r, g, k)
             counts_seeds += seed_counts(s, g)
             counts_grown += seed_counts(r, g)
-    out: dict[str, Any] = {f"{split}/images": len(ids)}
+    # The seeds' figures carry the names localize gives them (seed/...), the grown
+    # seeds' likewise (grown_seed/...); the split they were scored on is recorded.
+    out: dict[str, Any] = {"seed_eval_split": split, "seed_eval_images": len(ids)}
     for name, cm, counts in (
-        ("seeds", cm_seeds, counts_seeds),
-        ("grown_seeds", cm_grown, counts_grown),
+        ("seed", cm_seeds, counts_seeds),
+        ("grown_seed", cm_grown, counts_grown),
     ):
         scores = seed_scores_from_counts(counts)
-        out[f"{split}/{name}_miou"] = miou_from_confusion(cm)[0]
-        out[f"{split}/{name}_precision"] = scores.precision
-        out[f"{split}/{name}_recall"] = scores.recall
-        out[f"{split}/{name}_labelled"] = scores.labelled
-    out[f"{split}/pred_miou"] = miou_from_confusion(cm_pred)[0]
+        out[f"{name}/miou"] = miou_from_confusion(cm)[0]
+        out[f"{name}/precision"] = scores.precision
+        out[f"{name}/recall"] = scores.recall
+        out[f"{name}/labelled_fraction"] = scores.labelled
+    out[f"{split}/miou"] = miou_from_confusion(cm_pred)[0]
     log.info(
         "%s: seeds mIoU %.4f (labelled %.1f%%), grown %.4f (labelled %.1f%%), predictions %.4f",
         split,
-        out[f"{split}/seeds_miou"],
-        100 * out[f"{split}/seeds_labelled"],
-        out[f"{split}/grown_seeds_miou"],
-        100 * out[f"{split}/grown_seeds_labelled"],
-        out[f"{split}/pred_miou"],
+        out["seed/miou"],
+        100 * out["seed/labelled_fraction"],
+        out["grown_seed/miou"],
+        100 * out["grown_seed/labelled_fraction"],
+        out[f"{split}/miou"],
     )
     return out
 
