@@ -295,8 +295,8 @@ def test_resumed_segmenter_refuses_seeds_from_another_classifier(tmp_path, toy_r
 
     localize_run = tmp_path / "localize"
     shutil.copytree(toy_seeds, localize_run)
-    manifest = {"stage": "localize", "classifier_sha256": "a" * 64, "model.p": 0.9, "seed": 0}
-    write_json(localize_run / "manifest.json", {**manifest, "settings": {"n": 4}})
+    record = {"stage": "localize", "inputs": {"classifier_sha256": "a" * 64}}
+    write_json(localize_run / "run_record.json", {**record, "settings": {"localize.n": 4}})
     overrides = [
         *small_toy_overrides(toy_root),
         f"seeds={localize_run}",
@@ -306,14 +306,14 @@ def test_resumed_segmenter_refuses_seeds_from_another_classifier(tmp_path, toy_r
     ]
     run = tmp_path / "run"
     run_segment(compose_config("segment", overrides), run_dir=run)
-    recorded = json.loads((run / "seeds_source.json").read_text())
-    assert recorded["classifier_sha256"] == "a" * 64
+    recorded = json.loads((run / "run_record.json").read_text())["inputs"]["seeds_from"]
+    assert isinstance(recorded, str) and len(recorded) == 64
     # Interrupted (no metrics.json, a last.ckpt), and meanwhile localize was redone
     # with another classifier: resuming on those seeds would mix two experiments.
     (run / "metrics.json").unlink()
     write_json(
-        localize_run / "manifest.json",
-        {**manifest, "classifier_sha256": "b" * 64, "settings": {"n": 4}},
+        localize_run / "run_record.json",
+        {**record, "inputs": {"classifier_sha256": "b" * 64}, "settings": {"localize.n": 4}},
     )
-    with pytest.raises(ValueError, match=r"another localize run.*classifier_sha256.*new run dir"):
+    with pytest.raises(ValueError, match=r"other settings or inputs.*inputs\.seeds_from"):
         run_segment(compose_config("segment", overrides), run_dir=run)

@@ -1,4 +1,4 @@
-"""Stage 2 end to end on toy data: outputs, quality, resume, manifest, determinism."""
+"""Stage 2 end to end on toy data: outputs, quality, resume, run record, determinism."""
 
 from __future__ import annotations
 
@@ -90,8 +90,9 @@ def test_outputs_and_metrics(reference_run, toy_root):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert len(metrics["cam/miou_curve"]) == 10
     assert max(r["miou"] for r in metrics["cam/miou_curve"]) == metrics["cam/best_miou"]
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["settings"]["n"] == 6 and len(manifest["classifier_sha256"]) == 64
+    record = json.loads((run / "run_record.json").read_text())
+    assert record["settings"]["localize.n"] == 6
+    assert len(record["inputs"]["classifier_sha256"]) == 64
 
 
 def test_same_seed_gives_bit_identical_maps(tmp_path, reference_run, toy_root, classifier_ckpt):
@@ -125,7 +126,7 @@ def test_interrupted_run_resumes_to_identical_outputs(
 
 def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, classifier_ckpt):
     run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=3"), run_dir=tmp_path)
-    with pytest.raises(RuntimeError, match="localize.overwrite=true"):
+    with pytest.raises(ValueError, match=r"localize\.n: 6 -> 3.*localize.overwrite=true"):
         run_localize(
             _localize_cfg(toy_root, classifier_ckpt, "localize.limit=3", "localize.n=3"),
             run_dir=tmp_path,
@@ -136,7 +137,8 @@ def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, class
         ),
         run_dir=tmp_path,
     )
-    assert json.loads((tmp_path / "manifest.json").read_text())["settings"]["n"] == 3
+    record = json.loads((tmp_path / "run_record.json").read_text())
+    assert record["settings"]["localize.n"] == 3
 
 
 @pytest.mark.parametrize(
@@ -144,12 +146,18 @@ def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, class
     [
         ("localize.n=0", "localize.n"),
         ("model.p=1.0", "model.p"),
-        ("localize.formula=cam", "localize.formula"),
     ],
 )
 def test_bad_values_name_the_key(toy_root, classifier_ckpt, tmp_path, override, key):
     with pytest.raises(ValueError, match=key):
         run_localize(_localize_cfg(toy_root, classifier_ckpt, override), run_dir=tmp_path)
+
+
+def test_a_misspelt_formula_is_refused_when_the_config_is_composed(toy_root, classifier_ckpt):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="localize.formula"):
+        _localize_cfg(toy_root, classifier_ckpt, "localize.formula=cam")
 
 
 def test_missing_checkpoint_is_a_clear_error(toy_root, tmp_path):

@@ -136,3 +136,16 @@ def test_two_processes_write_each_image_once(segmenter, photos, tmp_path):
         assert (out / "predictions" / name).read_bytes() == (
             one / "predictions" / name
         ).read_bytes()
+
+
+def test_a_run_directory_refuses_predictions_of_other_settings(segmenter, toy_root, tmp_path):
+    """The one run record: evaluate and predict refuse to mix outputs of two settings
+    (or two checkpoints) in one run directory, naming the key."""
+    base = [f"segmenter.ckpt={segmenter}", "progress=false", "num_workers=0", "overlays=0"]
+    run_evaluate(compose_config("evaluate", base), tmp_path / "eval")
+    run_evaluate(compose_config("evaluate", base), tmp_path / "eval")  # same: fine
+    with pytest.raises(ValueError, match=r"settings\.flip: False -> True"):
+        run_evaluate(compose_config("evaluate", [*base, "flip=true"]), tmp_path / "eval")
+    predict(segmenter, tmp_path / "pred", "input=val")
+    with pytest.raises(ValueError, match=r"settings\.crf: False -> True"):
+        predict(segmenter, tmp_path / "pred", "input=val", "crf=true")

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from ficklenet.data.voc import VOCReader
 from ficklenet.localization import make_seeds
@@ -55,7 +56,7 @@ def score(runs: list[Path], split: str, fg: float, bg: float) -> tuple[float, fl
     """(mean seed mIoU over labelled pixels, mean coverage-aware mIoU) over the runs."""
     labelled, covered = [], []
     for run in runs:
-        cfg_root = json.loads((run / "manifest.json").read_text())["data_root"]
+        cfg_root = OmegaConf.load(run / "config.yaml").data.root
         reader = VOCReader(cfg_root, split)
         cm_l = np.zeros((21, 21), np.int64)
         cm_c = np.zeros((21, 22), np.int64)

@@ -49,6 +49,7 @@ from ficklenet.lit.localizer import image_seed, output_paths
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.localization import sample_maps
 from ficklenet.tasks.pipeline import results, results_table
+from ficklenet.tasks.run_record import RECORD
 
 __all__ = ["ImageInspection", "RunView", "load_run"]
 
@@ -89,19 +90,18 @@ class RunView:
         self.device = torch.device(device)
         loc = self.run_dir / "localize"
         missing = [
-            str(p)
-            for p in (loc / "config.yaml", loc / "manifest.json", loc / "seeds")
-            if not p.exists()
+            str(p) for p in (loc / "config.yaml", loc / RECORD, loc / "seeds") if not p.exists()
         ]
         if missing:
             raise FileNotFoundError(
                 f"{self.run_dir} is not a finished pipeline run (missing {', '.join(missing)}); "
-                "run ficklenet-pipeline run_dir=... first."
+                "run ficklenet-pipeline hydra.run.dir=... first."
             )
         cfg = OmegaConf.load(loc / "config.yaml")
         assert isinstance(cfg, DictConfig)
         self.localize_cfg: DictConfig = cfg
-        self.manifest: dict[str, Any] = read_json(loc / "manifest.json")
+        # What the maps and seeds were made from (ficklenet.tasks.run_record).
+        self.record: dict[str, Any] = read_json(loc / RECORD)
 
     # ------------------------------------------------------------ run contents
     @functools.cached_property
@@ -112,8 +112,8 @@ class RunView:
     @functools.cached_property
     def classifier(self) -> FickleClassifier:
         """The run's classifier, with the dropout rate localization used."""
-        model = FickleClassifier.from_checkpoint(self.manifest["classifier_ckpt"])
-        p = self.manifest.get("model.p")
+        model = FickleClassifier.from_checkpoint(self.record["inputs"]["classifier_ckpt"])
+        p = self.localize_cfg.model.p
         if p is not None:
             model.head.p = float(p)
         return model.eval().to(self.device)
@@ -160,7 +160,7 @@ class RunView:
         scaled = resize(image[None], self.map_input_size(image_id))
         x = self.classifier.features(scaled)
         gen = torch.Generator(device=x.device)
-        gen.manual_seed(image_seed(int(self.manifest["seed"]), image_id, 0, False))
+        gen.manual_seed(image_seed(int(self.localize_cfg.seed), image_id, 0, False))
         aggregate, every = sample_maps(
             self.classifier.head,
             x,

@@ -19,6 +19,7 @@ from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
+from ficklenet.tasks.run_record import DependsOn
 from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the classifier; return ``val/mAP_best`` (stored, when the run in
     ``run_dir`` finished earlier with these settings)."""
     validate_classify(cfg)
-    run_dir, config, finished = start_training(cfg, run_dir, "classify")
+    run_dir, config, finished = start_training(cfg, run_dir, "classify", DependsOn())
     if finished is not None:
         return float(finished["val/mAP_best"])
     datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)

@@ -48,7 +48,8 @@ from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run, run_name
+from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir, run_name
+from ficklenet.tasks.run_record import DependsOn, file_digest, open_run
 from ficklenet.viz import label_overlay, save_panel
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,19 @@ def validate_evaluate(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={cfg[key]}: must be >= 0")
     if cfg.crf_workers is not None and cfg.crf_workers < 0:
         raise ValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
+
+
+def segmenter_input(cfg: DictConfig) -> dict[str, Any]:
+    """The segmenter checkpoint the predictions come from: its path and fingerprint."""
+    ckpt = Path(cfg.segmenter.ckpt)
+    return {"segmenter_ckpt": str(ckpt.resolve()), "segmenter_sha256": file_digest(ckpt)}
+
+
+# Predictions depend on every setting but where and how the work is spread, and on
+# the segmenter's checkpoint (ficklenet.tasks.run_record).
+SEGMENTER_INPUT = DependsOn(
+    inputs=segmenter_input, outputs=("predictions", "overlays", "metrics.json")
+)
 
 
 def launch_processes(trainer_cfg: Any) -> Fabric:
@@ -165,6 +179,9 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     validate_evaluate(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
     fabric = launch_processes(cfg.trainer)
+    if fabric.is_global_zero:  # refuse to mix before writing anything
+        open_run(resolve_run_dir(run_dir), "evaluate", cfg, SEGMENTER_INPUT)
+    fabric.barrier()
     run_dir, config = prepare_run(cfg, run_dir)
     data_cfg = cfg.data if cfg.data is not None else model.cfg.data
     if fabric.is_global_zero:

@@ -7,7 +7,7 @@
 Writes into the run directory ``maps/<id>.npz`` (float16 maps of the present
 classes at image size, max-normalised, with their class indices),
 ``seeds/<id>.png`` (palette PNG, 255 = unlabelled), ``overlays/`` for a sample,
-``manifest.json`` (the checkpoint and settings the outputs came from) and
+``run_record.json`` (the checkpoint and settings the outputs came from) and
 ``metrics.json`` (seed and CAM quality where the split has ground truth).
 
 Rerunning into the same directory resumes: finished images are skipped. A run
@@ -17,18 +17,16 @@ the ones there unless ``localize.overwrite=true``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ficklenet.data.datamodule import ensure_dataset, make_reader
-from ficklenet.files import read_json, write_json
+from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
@@ -36,21 +34,9 @@ from ficklenet.localization.quality import score_localization
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run, run_name
+from ficklenet.tasks.run_record import DependsOn, file_digest, open_run
 
 log = logging.getLogger(__name__)
-
-# Settings that change what an image's maps or seeds are.
-_OUTPUT_KEYS = (
-    "split",
-    "n",
-    "formula",
-    "aggregate",
-    "scales",
-    "flip",
-    "fg_threshold",
-    "bg_threshold",
-    "saliency_threshold",
-)
 
 
 def validate_localize(cfg: DictConfig) -> None:
@@ -71,54 +57,26 @@ def validate_localize(cfg: DictConfig) -> None:
         )
 
 
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def make_manifest(cfg: DictConfig) -> dict[str, Any]:
-    settings = OmegaConf.to_container(cfg.localize, resolve=True)
-    assert isinstance(settings, dict)
+def classifier_input(cfg: DictConfig) -> dict[str, Any]:
+    """The classifier checkpoint the maps come from: its path and fingerprint."""
     return {
-        "stage": "localize",
         "classifier_ckpt": str(Path(cfg.classifier.ckpt).resolve()),
         "classifier_sha256": file_digest(cfg.classifier.ckpt),
-        "data_root": str(Path(cfg.data.root).resolve()),
-        "seed": int(cfg.seed),
-        "model.p": cfg.model.p,
-        "settings": {k: settings[k] for k in _OUTPUT_KEYS},
     }
 
 
-def check_manifest(run_dir: Path, manifest: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix outputs of different checkpoints/settings in one directory."""
-    path = run_dir / "manifest.json"
-    if path.is_file():
-        old = read_json(path)
-        keys = ("classifier_sha256", "data_root", "seed", "model.p", "settings")
-        differs = [k for k in keys if old.get(k) != manifest[k]]
-        if differs and not overwrite:
-            raise RuntimeError(
-                f"{run_dir} holds maps/seeds made with another "
-                f"{', '.join(differs)} (see {path}). Use a new run directory, or pass "
-                "localize.overwrite=true to delete them and start again."
-            )
-        if differs:
-            log.warning("localize.overwrite=true: removing outputs made with other settings")
-            for sub in ("maps", "seeds", "overlays"):
-                shutil.rmtree(run_dir / sub, ignore_errors=True)
-            (run_dir / "metrics.json").unlink(missing_ok=True)
-    write_json(path, manifest)
+# The maps and seeds depend on every localize setting (but where and how the work
+# is spread) and on the classifier's checkpoint; an overwrite deletes these.
+DEPENDS_ON = DependsOn(
+    inputs=classifier_input, outputs=("maps", "seeds", "overlays", "metrics.json")
+)
 
 
 def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Write maps and seeds for the split; return the seed mIoU (NaN without truth)."""
     validate_localize(cfg)
     # Load (and so check) the checkpoint before the run directory gets anything:
-    # a wrong file must not leave a config or manifest behind.
+    # a wrong file must not leave a config or record behind.
     classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt, key="classifier.ckpt")
     run_dir, config = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -142,7 +100,14 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         enable_model_summary=False,
     )
     if trainer.is_global_zero:
-        check_manifest(run_dir, make_manifest(cfg), bool(settings.overwrite))
+        open_run(
+            run_dir,
+            "localize",
+            cfg,
+            DEPENDS_ON,
+            overwrite=bool(settings.overwrite),
+            overwrite_key="localize.overwrite",
+        )
     trainer.strategy.barrier()
     todo = [index[i] for i in ids if not is_done(run_dir, i)]
     log.info(

@@ -47,10 +47,16 @@ from ficklenet.dsrg.crf import TEST_CRF, dense_crf
 from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.evaluate import launch_processes, predict_probs
-from ficklenet.tasks.run_dir import prepare_run
+from ficklenet.tasks.evaluate import launch_processes, predict_probs, segmenter_input
+from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir
+from ficklenet.tasks.run_record import DependsOn, open_run
 
 log = logging.getLogger(__name__)
+
+PREDICT_DEPENDS_ON = DependsOn(
+    inputs=segmenter_input,
+    outputs=("predictions", "results", "results.tar.gz", "metrics.json"),
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 #: Where the VOC evaluation server wants segmentation results (competition 6:
@@ -104,6 +110,9 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     validate_predict(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
     fabric = launch_processes(cfg.trainer)
+    if fabric.is_global_zero:  # refuse to mix predictions of two settings
+        open_run(resolve_run_dir(run_dir), "predict", cfg, PREDICT_DEPENDS_ON)
+    fabric.barrier()
     run_dir, _ = prepare_run(cfg, run_dir)
     data_cfg = cfg.data if cfg.data is not None else model.cfg.data
     items = list_inputs(cfg, data_cfg)

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.files import atomic_path, read_json, write_json
+from ficklenet.files import atomic_path, write_json
 from ficklenet.provenance import run_info
 
 log = logging.getLogger(__name__)
@@ -44,73 +44,6 @@ def sweep_group() -> str | None:
 def resolve_run_dir(run_dir: Path | None = None) -> Path:
     """``run_dir`` when given, else Hydra's output directory, else the cwd."""
     return Path(run_dir) if run_dir is not None else hydra_run_dir() or Path.cwd()
-
-
-# Settings a resumed run may change: where things are and how the work is
-# spread, not what is computed (dotted prefixes of the resolved config).
-RESUME_MAY_CHANGE = (
-    "ckpt_path",
-    "name",
-    "logger",
-    "run_info",
-    "data.root",
-    "data.num_workers",
-    "data.pin_memory",
-    "data.make_toy_if_missing",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "trainer.sync_batchnorm",
-    "trainer.enable_progress_bar",
-    "segmenter.crf_workers",
-)
-
-
-def previous_run(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a finished earlier run in ``run_dir``, or None.
-
-    An earlier run (its ``config.yaml`` beside a ``metrics.json`` or a
-    ``checkpoints/last.ckpt``) with other settings than ``cfg`` is refused: a
-    resumed or skipped run must be the run it claims to be. Only the keys of
-    :data:`RESUME_MAY_CHANGE` may differ.
-    """
-    saved = run_dir / "config.yaml"
-    metrics = run_dir / "metrics.json"
-    started = metrics.is_file() or (run_dir / "checkpoints" / "last.ckpt").is_file()
-    if not (started and saved.is_file()):
-        return None
-    before = _flatten(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    differ = sorted(
-        key
-        for key in set(before) | set(now)
-        if before.get(key, _MISSING) != now.get(key, _MISSING)
-        and not any(key == p or key.startswith(p + ".") for p in RESUME_MAY_CHANGE)
-    )
-    if differ:
-        shown = ", ".join(
-            f"{k}: {before.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}" for k in differ[:6]
-        )
-        raise ValueError(
-            f"{run_dir} holds a run with other settings ({saved}; {shown}"
-            f"{', ...' if len(differ) > 6 else ''}). Resuming or skipping it would mix two "
-            "experiments: choose another run directory (hydra.run.dir=...), or delete this one "
-            "to start over."
-        )
-    return read_json(metrics) if metrics.is_file() else None
-
-
-_MISSING = object()
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: tree}
 
 
 def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:

@@ -20,6 +20,8 @@ and the network's predictions: does growing improve on the seeds? Returns
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import read_label_png
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
-from ficklenet.files import existing_path, read_json, write_json
+from ficklenet.files import existing_path, write_json
 from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
 from ficklenet.metrics import (
@@ -52,7 +54,7 @@ from ficklenet.metrics import (
 )
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import is_rank_zero
+from ficklenet.tasks.run_record import DependsOn, read_record
 from ficklenet.tasks.training import fit, start_training
 
 log = logging.getLogger(__name__)
@@ -82,11 +84,11 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     ``run_dir`` finished earlier with these settings)."""
     validate_segment(cfg)
     seed_dir = None if cfg.seeds is None else resolve_seed_dir(cfg.seeds)
-    run_dir, config, finished = start_training(cfg, run_dir, "segment")
+    # The seeds are an input: a segmenter resumes only on the seeds it started with.
+    depends_on = DependsOn(inputs=lambda _: {"seeds_from": seed_source(seed_dir)})
+    run_dir, config, finished = start_training(cfg, run_dir, "segment", depends_on)
     if finished is not None:
         return float(finished["val/miou_best"])
-    if seed_dir is not None:
-        check_seed_source(seed_dir, run_dir)
     datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
     model = DSRGSegmenter(config)
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
@@ -127,41 +129,13 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     return best
 
 
-def seed_source(seed_dir: Path) -> dict[str, Any] | None:
-    """What made the seeds: the localize run's manifest (classifier checkpoint
-    digest, settings, seed), or None for a plain folder of seed PNGs."""
-    manifest = seed_dir.parent / "manifest.json"
-    if not manifest.is_file():
+def seed_source(seed_dir: Path | None) -> str | None:
+    """What made the seeds: a digest of the localize run's record (its classifier
+    checkpoint and settings), or None for a plain folder of seed PNGs (or no seeds)."""
+    record = read_record(seed_dir.parent) if seed_dir is not None else None
+    if record is None:
         return None
-    data = read_json(manifest)
-    return {k: data.get(k) for k in ("classifier_sha256", "model.p", "seed", "settings")}
-
-
-def check_seed_source(seed_dir: Path, run_dir: Path) -> None:
-    """A resumed segmenter must keep training on the seeds it started with.
-
-    The first start records :func:`seed_source` in ``seeds_source.json``; when a
-    later start finds the seeds made by another classifier or with other settings
-    (the localize run was redone), it stops instead of mixing the two.
-    """
-    record = run_dir / "seeds_source.json"
-    now = seed_source(seed_dir)
-    if record.is_file():
-        before = read_json(record)
-        if before != now:
-            differ = sorted(
-                k
-                for k in set(before or {}) | set(now or {})
-                if (before or {}).get(k) != (now or {}).get(k)
-            )
-            raise ValueError(
-                f"seeds={seed_dir} now holds seeds from another localize run than the one "
-                f"this segmenter started on (differs: {', '.join(differ) or 'origin'}; see "
-                f"{record} and {seed_dir.parent / 'manifest.json'}). Train on them in a new run "
-                "directory (hydra.run.dir=...), or point seeds= at the original seeds."
-            )
-    elif is_rank_zero():
-        write_json(record, now)
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
 @torch.no_grad()

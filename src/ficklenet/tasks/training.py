@@ -19,29 +19,31 @@ from ficklenet.checkpoints import read_checkpoint
 from ficklenet.lit.loggers import build_logger, close_logger
 from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
+    is_rank_zero,
     prepare_run,
-    previous_run,
     resolve_resume,
     resolve_run_dir,
     run_name,
     scalar_metrics,
 )
+from ficklenet.tasks.run_record import DependsOn, open_run
 
 log = logging.getLogger(__name__)
 
 
 def start_training(
-    cfg: DictConfig, run_dir: Path | None, stage: str
+    cfg: DictConfig, run_dir: Path | None, stage: str, depends_on: DependsOn
 ) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
     """(run directory, resolved config for checkpoints, metrics of a finished run).
 
     Refuses, before anything is written, a ``ckpt_path`` of another stage and a
-    run directory whose earlier run had other settings
-    (:func:`ficklenet.tasks.run_dir.previous_run`); seeds every RNG from ``seed``.
+    run directory whose earlier run had other settings or inputs
+    (:func:`ficklenet.tasks.run_record.open_run` with the stage's ``depends_on``);
+    seeds every RNG from ``seed``.
     """
     check_resume_checkpoint(cfg.ckpt_path, stage)
     run_dir = resolve_run_dir(run_dir)
-    finished = previous_run(cfg, run_dir)
+    finished = open_run(run_dir, stage, cfg, depends_on, write=is_rank_zero()).finished
     if finished is not None:
         log.info(
             "%s finished earlier (%s exists): skipped. Delete the folder or choose another "

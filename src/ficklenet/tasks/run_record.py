@@ -1,0 +1,194 @@
+"""One run record for every stage: resume, skip or refuse to mix, from one declaration.
+
+A stage declares once what its outputs depend on (:class:`DependsOn`): which settings
+(every key of its config, except where the work runs and how it is spread; or only
+the keys it lists) and which input files (their fingerprints: the classifier's
+checkpoint for localize, the seeds' origin for segment, ...). At start the stage
+opens its run directory with :func:`open_run`, which compares that with
+``run_record.json`` left there by an earlier start:
+
+- no record: a new run; the record is written before any output;
+- the same: the same run: a finished one (``metrics.json``) is skipped, an
+  interrupted one resumes (training from ``last.ckpt``, localization at the next
+  image);
+- different: refused, naming the keys that differ, unless the stage is told to
+  overwrite (``localize.overwrite=true``), which deletes the outputs first.
+
+So a new option of a stage is covered as soon as it is in the stage's config: outputs
+made with different settings never mix silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ficklenet.files import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+RECORD = "run_record.json"
+
+#: Settings that never change what a stage computes: where things are, how the work
+#: is spread and shown, the run's name and resume pointer, where it logs.
+WHERE_AND_HOW = (
+    "ckpt_path",
+    "name",
+    "pipeline",
+    "logger",
+    "run_info",
+    "progress",
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.make_toy_if_missing",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.sync_batchnorm",
+    "trainer.enable_progress_bar",
+    "trainer.profiler",
+    "segmenter.crf_workers",
+    "crf_workers",
+    "num_workers",
+    "localize.overwrite",
+    "localize.overlays",
+    "overlays",
+    "save_predictions",
+)
+
+
+@dataclass(frozen=True)
+class DependsOn:
+    """What a stage's outputs depend on.
+
+    Attributes:
+        only: the config keys (dotted prefixes) that matter; None: every key but
+            :data:`WHERE_AND_HOW`.
+        inputs: fingerprints of the input files (a function of the config).
+        outputs: the files and folders an overwrite deletes.
+    """
+
+    only: tuple[str, ...] | None = None
+    inputs: Callable[[DictConfig], dict[str, Any]] | None = None
+    outputs: tuple[str, ...] = field(default=("checkpoints", "logs", "metrics.json"))
+
+    def record(self, stage: str, cfg: DictConfig) -> dict[str, Any]:
+        flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        if self.only is None:
+            settings = {k: v for k, v in flat.items() if not _under(k, WHERE_AND_HOW)}
+        else:
+            settings = {k: v for k, v in flat.items() if _under(k, self.only)}
+        inputs = self.inputs(cfg) if self.inputs is not None else {}
+        return {"stage": stage, "settings": settings, "inputs": inputs}
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (an empty mapping stays a leaf)."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file (an input's fingerprint)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Keys (``settings.<key>`` / ``inputs.<key>``) whose values differ."""
+    out = []
+    for part in ("settings", "inputs"):
+        a, b = before.get(part, {}) or {}, now.get(part, {}) or {}
+        out += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return out
+
+
+@dataclass
+class OpenedRun:
+    run_dir: Path
+    record: dict[str, Any]
+    # metrics.json of an earlier start that finished with the same record, else None.
+    finished: dict[str, Any] | None
+
+
+def open_run(
+    run_dir: Path,
+    stage: str,
+    cfg: DictConfig,
+    depends_on: DependsOn,
+    overwrite: bool = False,
+    overwrite_key: str | None = None,
+    write: bool = True,
+) -> OpenedRun:
+    """Compare the run directory's record with this start's (module docstring).
+
+    ``overwrite``: delete outputs made with other settings instead of refusing
+    (``overwrite_key`` names the setting in the refusal). ``write``: this process
+    writes the record (rank 0); the others only check.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    now = depends_on.record(stage, cfg)
+    path = run_dir / RECORD
+    finished = None
+    if path.is_file():
+        before = read_json(path)
+        differ = differences(before, now)
+        made = any((run_dir / name).exists() for name in depends_on.outputs)
+        if differ and not made:
+            differ = []  # an earlier start that wrote nothing: nothing to mix
+        if differ and not overwrite:
+            shown = ", ".join(
+                f"{k}: {_value(before, k)!r} -> {_value(now, k)!r}" for k in differ[:6]
+            )
+            fix = f", or pass {overwrite_key}=true to delete them" if overwrite_key else ""
+            raise ValueError(
+                f"{run_dir} holds a {stage} run made with other settings or inputs ({shown}"
+                f"{', ...' if len(differ) > 6 else ''}; see {path}). Resuming or skipping it "
+                "would mix two experiments: choose another run directory "
+                f"(hydra.run.dir=...){fix}, or delete the folder to start over."
+            )
+        if differ:
+            log.warning("%s=true: removing outputs made with other settings", overwrite_key)
+            if write:
+                for name in depends_on.outputs:
+                    target = run_dir / name
+                    if target.is_dir():
+                        shutil.rmtree(target, ignore_errors=True)
+                    else:
+                        target.unlink(missing_ok=True)
+        elif (run_dir / "metrics.json").is_file():
+            finished = read_json(run_dir / "metrics.json")
+    if write:
+        write_json(path, now)
+    return OpenedRun(run_dir, now, finished)
+
+
+def _value(record: dict[str, Any], key: str) -> Any:
+    part, _, name = key.partition(".")
+    return (record.get(part) or {}).get(name, "(absent)")
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's record, or None."""
+    path = Path(run_dir) / RECORD
+    return read_json(path) if path.is_file() else None
