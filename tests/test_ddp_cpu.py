@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ficklenet.data.voc import VOCReader
@@ -88,7 +89,8 @@ def test_segmenter_trains_in_two_processes_into_one_run_directory(ddp_segment, t
     # scale 1, no flip) agrees.
     single = _evaluate(run / "checkpoints" / "last.ckpt", tmp_path / "single", f"split={VAL21}")
     assert single["images"] == 21
-    assert metrics["val/miou"] == pytest.approx(single["miou_no_crf"], abs=1e-9)
+    # Lightning logs the metric as float32: equal to the single process's in float32.
+    assert metrics["val/miou"] == float(np.float32(single["miou_no_crf"]))
 
 
 def test_evaluate_in_two_processes_writes_each_image_once_with_the_same_metrics(

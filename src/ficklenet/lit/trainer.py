@@ -26,6 +26,8 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.loggers import Logger
 
+from ficklenet.lit.processes import lightning_trainer, process_settings
+
 
 class SetEpochCallback(Callback):
     """Tell the training set which epoch starts, so per-item augmentation
@@ -129,8 +131,11 @@ def build_trainer(
     for key in ("gradient_clip_val", "val_check_interval", "profiler"):
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
-    return pl.Trainer(
-        default_root_dir=str(run_dir),
+    for key in process_settings(trainer_cfg):
+        kwargs.pop(key)
+    return lightning_trainer(
+        trainer_cfg,
+        run_dir,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         enable_progress_bar=show_progress,

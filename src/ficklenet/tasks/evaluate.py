@@ -45,6 +45,7 @@ from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
 from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
+from ficklenet.lit.processes import launch_fabric
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
@@ -80,24 +81,6 @@ def segmenter_input(cfg: DictConfig) -> dict[str, Any]:
 SEGMENTER_INPUT = DependsOn(
     inputs=segmenter_input, outputs=("predictions", "overlays", "metrics.json")
 )
-
-
-def launch_processes(trainer_cfg: Any) -> Fabric:
-    """Lightning Fabric from ``trainer``: one process, or DDP over devices/nodes.
-
-    With ``strategy=ddp`` on one machine Fabric starts the other processes (a
-    Hydra app reruns with the same run directory, as the Trainer does); under
-    SLURM or torchrun the processes exist already and Fabric only joins them.
-    """
-    fabric = Fabric(
-        accelerator=str(trainer_cfg.accelerator),
-        devices=trainer_cfg.devices,
-        num_nodes=int(trainer_cfg.num_nodes),
-        strategy=trainer_cfg.strategy,
-        precision="32-true",
-    )
-    fabric.launch()
-    return fabric
 
 
 @torch.no_grad()
@@ -178,7 +161,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """
     validate_evaluate(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
-    fabric = launch_processes(cfg.trainer)
+    fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix before writing anything
         open_run(resolve_run_dir(run_dir), "evaluate", cfg, SEGMENTER_INPUT)
     fabric.barrier()

@@ -30,6 +30,7 @@ from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
+from ficklenet.lit.processes import lightning_trainer
 from ficklenet.localization.quality import score_localization
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
@@ -86,17 +87,13 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     ids = reader.ids[: settings.limit] if settings.limit else list(reader.ids)
     index = {image_id: i for i, image_id in enumerate(reader.ids)}
 
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
-        num_nodes=cfg.trainer.num_nodes,
-        precision=cfg.trainer.precision,
+    trainer = lightning_trainer(
+        cfg.trainer,
+        run_dir,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=bool(cfg.trainer.enable_progress_bar),
         use_distributed_sampler=False,
-        default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
     if trainer.is_global_zero:

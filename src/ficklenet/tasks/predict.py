@@ -45,9 +45,10 @@ from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCDataError, read_rgb_image
 from ficklenet.dsrg.crf import TEST_CRF, dense_crf
 from ficklenet.files import atomic_path, write_json
+from ficklenet.lit.processes import launch_fabric
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.evaluate import launch_processes, predict_probs, segmenter_input
+from ficklenet.tasks.evaluate import predict_probs, segmenter_input
 from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir
 from ficklenet.tasks.run_record import DependsOn, open_run
 
@@ -109,7 +110,7 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     """Write a palette PNG prediction per input image; return how many were written."""
     validate_predict(cfg)
     model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
-    fabric = launch_processes(cfg.trainer)
+    fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix predictions of two settings
         open_run(resolve_run_dir(run_dir), "predict", cfg, PREDICT_DEPENDS_ON)
     fabric.barrier()

@@ -121,7 +121,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
                     cfg.data,
                     seed_dir,
                     str(cfg.seed_eval_split),
-                    _device(cfg.trainer.accelerator),
+                    trainer.strategy.root_device,
                 )
             )
         write_json(run_dir / "metrics.json", out)
@@ -229,12 +229,6 @@ def score_on_split(
         out[f"{split}/miou"],
     )
     return out
-
-
-def _device(accelerator: str) -> torch.device:
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _fmt(out: dict[str, Any]) -> tuple[float, float]:
