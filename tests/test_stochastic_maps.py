@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-import ficklenet.localization.maps as maps_mod
+import ficklenet.localization.closed_form as closed_form_mod
+import ficklenet.localization.keep_bits as keep_bits_mod
 from ficklenet.localization import normalize_maps, sample_maps, stochastic_maps
 from ficklenet.localization.maps import keep_bits_table, sample_keep_bits
 from ficklenet.models.fickle import FickleHead
@@ -141,7 +142,7 @@ def test_alias_table_gives_the_exact_pattern_distribution(keep):
 def test_drawn_words_are_independent_bernoulli_bits():
     table = keep_bits_table(0.1)
     gen = torch.Generator().manual_seed(5)
-    words = maps_mod._draw_keep_words(table, (200, 1001), gen)
+    words = keep_bits_mod._draw_keep_words(table, (200, 1001), gen)
     assert words.shape == (200, 1001) and words.min() >= 0 and words.max() < 2**16
     bits = ((words.reshape(-1, 1) >> torch.arange(16)) & 1).double()
     n = bits.shape[0]
@@ -162,21 +163,21 @@ def test_drawn_words_are_independent_bernoulli_bits():
 
 def _record(monkeypatch, name):
     calls = []
-    original = getattr(maps_mod, name)
+    original = getattr(keep_bits_mod, name)
 
     def wrapper(*args, **kwargs):
         out = original(*args, **kwargs)
         calls.append(out.clone())
         return out
 
-    monkeypatch.setattr(maps_mod, name, wrapper)
+    monkeypatch.setattr(keep_bits_mod, name, wrapper)
     return calls
 
 
 def _record_blocks(monkeypatch):
     """Record, for every unit of keep words, its entries (channel, pixel) and words."""
     calls = []
-    original = maps_mod._add_block
+    original = closed_form_mod._add_block
 
     def wrapper(plan, blk, keep, acc):
         first = blk is plan.blocks[0]
@@ -185,7 +186,7 @@ def _record_blocks(monkeypatch):
         )
         return original(plan, blk, keep, acc)
 
-    monkeypatch.setattr(maps_mod, "_add_block", wrapper)
+    monkeypatch.setattr(closed_form_mod, "_add_block", wrapper)
     return calls
 
 
@@ -214,7 +215,7 @@ def test_sampled_maps_are_the_maps_of_the_drawn_masks(monkeypatch, s, scale_cent
     head = _head(c=3, k=4, s=s, p=0.7, scale_centre=scale_centre)
     x = _features(3, 6, 5)
     calls = _record_blocks(monkeypatch)
-    monkeypatch.setattr(maps_mod, "_UNIT_CPU", 40)  # several blocks per mask
+    monkeypatch.setattr(closed_form_mod, "_UNIT_CPU", 40)  # several blocks per mask
     gen = torch.Generator().manual_seed(6)
     agg, every = sample_maps(head, x, [3, 1], 5, gen, chunk=2, return_all=True)
     assert len(calls) > 5
@@ -255,7 +256,7 @@ def test_gradcam_counts_have_binomial_moments():
     trials = torch.tensor([30, 1600])
     expected = trials.double()
     gen = torch.Generator().manual_seed(8)
-    counts = maps_mod._draw_counts(trials, 0.1, (4000, 2), gen).double()
+    counts = keep_bits_mod._draw_counts(trials, 0.1, (4000, 2), gen).double()
     torch.testing.assert_close(counts.mean(0), expected * 0.1, rtol=0.02, atol=0.0)
     torch.testing.assert_close(counts.var(0), expected * 0.09, rtol=0.1, atol=0.0)
 
