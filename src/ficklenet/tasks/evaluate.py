@@ -172,20 +172,39 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     fabric.barrier()
     reader = make_reader(data_cfg, cfg.split)
     n_images = len(reader)
-    reader = reader.subset(reader.ids[fabric.global_rank :: fabric.world_size])
+    mine = reader.subset(reader.ids[fabric.global_rank :: fabric.world_size])
+    results = _Results(
+        cfg, run_dir, model.val_miou.num_classes, cfg.overlays if fabric.is_global_zero else 0
+    )
+    start = time.perf_counter()
+    evaluate_images(cfg, model.eval().to(fabric.device), mine, results, fabric)
+    results.reduce(fabric)
+    if results.done != n_images:
+        raise RuntimeError(f"evaluated {results.done} of the {n_images} images of {cfg.split}")
+    metrics, columns = _metrics(cfg, results, data_cfg, fabric.world_size)
+    metrics["seconds"] = time.perf_counter() - start
+    if fabric.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        report_to_logger(cfg, run_dir, config, metrics, columns)
+        print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
+        log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
+    return float(metrics["miou"])
+
+
+def evaluate_images(
+    cfg: DictConfig, model: DSRGSegmenter, reader: Any, results: _Results, fabric: Fabric
+) -> None:
+    """Predict every image of ``reader`` (optionally with the dense CRF, in
+    ``crf_workers`` processes while the network works on the next batch) and add
+    each to ``results``."""
     dataset = SegmentationDataset(reader, EvalTransform(None), targets="gt", seed=cfg.seed)
-    workers = int(cfg.num_workers)
     loader = DataLoader(
         dataset,
         batch_size=int(cfg.batch_size),
         shuffle=False,
         collate_fn=pad_collate,
-        num_workers=workers,
+        num_workers=int(cfg.num_workers),
     )
-    device = fabric.device
-    model = model.eval().to(device)
-    k = model.val_miou.num_classes
-    results = _Results(cfg, run_dir, k, overlays=cfg.overlays if fabric.is_global_zero else 0)
     crf_workers = default_workers() if cfg.crf_workers is None else int(cfg.crf_workers)
     crf_fn = functools.partial(dense_crf, **dataclasses.asdict(TEST_CRF))
     pool = crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
@@ -198,13 +217,12 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
             image_id, image, gt, pred, future = pending.popleft()
             results.add(image_id, image, gt, pred, future.result().argmax(axis=0))
 
-    start = time.perf_counter()
     show = bool(cfg.progress) and fabric.is_global_zero
     try:
         with tqdm(total=len(dataset), desc="evaluate", disable=not show) as bar:
             for batch in loader:
-                probs = predict_probs(model, batch["image"].to(device), cfg.scales, cfg.flip)
-                probs = probs.cpu()
+                images = batch["image"].to(fabric.device)
+                probs = predict_probs(model, images, cfg.scales, cfg.flip).cpu()
                 for i, image_id in enumerate(batch["id"]):
                     h, w = (int(v) for v in batch["size"][i])
                     p = probs[i, :, :h, :w].numpy()
@@ -223,11 +241,12 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    results.reduce(fabric)
-    if results.done != n_images:
-        raise RuntimeError(f"evaluated {results.done} of the {n_images} images of {cfg.split}")
-    seconds = time.perf_counter() - start
 
+
+def _metrics(
+    cfg: DictConfig, results: _Results, data_cfg: Any, processes: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """metrics.json's content and the per-class IoU columns of the table."""
     miou_net, iou_net = miou_from_confusion(results.cm_net)
     metrics: dict[str, Any] = {
         "stage": "evaluate",
@@ -235,13 +254,12 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         "data_root": str(data_cfg.root),
         "split": cfg.split,
         "images": results.done,
-        "processes": fabric.world_size,
+        "processes": processes,
         "scales": [float(s) for s in cfg.scales],
         "flip": bool(cfg.flip),
         "crf": bool(cfg.crf),
         "miou_no_crf": miou_net,
         "per_class_iou_no_crf": _by_name(iou_net),
-        "seconds": seconds,
         "predictions": str(results.pred_dir) if results.pred_dir else None,
         "overlays": str(results.overlay_dir) if results.overlay_dir else None,
     }
@@ -253,12 +271,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         columns["CRF"] = iou_crf
     else:
         metrics.update(miou=miou_net, per_class_iou=_by_name(iou_net))
-    if fabric.is_global_zero:
-        write_json(run_dir / "metrics.json", metrics)
-        report_to_logger(cfg, run_dir, config, metrics, columns)
-        print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
-        log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
-    return float(metrics["miou"])
+    return metrics, columns
 
 
 def report_to_logger(

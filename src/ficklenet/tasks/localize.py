@@ -85,8 +85,6 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     settings = cfg.localize
     reader = make_reader(cfg.data, settings.split)
     ids = reader.ids[: settings.limit] if settings.limit else list(reader.ids)
-    index = {image_id: i for i, image_id in enumerate(reader.ids)}
-
     trainer = lightning_trainer(
         cfg.trainer,
         run_dir,
@@ -106,6 +104,47 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
             overwrite_key="localize.overwrite",
         )
     trainer.strategy.barrier()
+    done_now, seconds = localize_images(trainer, cfg, classifier, reader, ids, run_dir)
+    if not trainer.is_global_zero:
+        return float("nan")
+    missing = [i for i in ids if not is_done(run_dir, i)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} images have no outputs (first: {missing[0]})")
+    quality = score_localization(
+        run_dir,
+        reader if not settings.limit else reader.subset(ids),
+        list(settings.cam_bg_sweep),
+        progress=bool(cfg.trainer.enable_progress_bar),
+        fg_threshold=float(settings.fg_threshold),
+    )
+    metrics = {
+        "stage": "localize",
+        "images": len(ids),
+        "localized_now": done_now,
+        "seconds": seconds,
+        "images_per_second": done_now / seconds if done_now and seconds > 0 else None,
+        "n": int(settings.n),
+        "formula": settings.formula,
+        "model.p": float(classifier.head.p if cfg.model.p is None else cfg.model.p),
+        **quality,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    report_to_logger(cfg, run_dir, config, metrics)
+    _log_quality(metrics)
+    return float(metrics.get("seed/miou", float("nan")))
+
+
+def localize_images(
+    trainer: pl.Trainer,
+    cfg: DictConfig,
+    classifier: FickleClassifier,
+    reader: Any,
+    ids: list[str],
+    run_dir: Path,
+) -> tuple[int, float]:
+    """Maps and seeds for the images of ``ids`` not done yet, split over the
+    trainer's processes; (images done now, seconds)."""
+    index = {image_id: i for i, image_id in enumerate(reader.ids)}
     todo = [index[i] for i in ids if not is_done(run_dir, i)]
     log.info(
         "%d of %d images to localize (%d already done) -> %s",
@@ -114,6 +153,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         len(ids) - len(todo),
         run_dir,
     )
+    settings = cfg.localize
     overlay_ids = set(sorted(ids)[: settings.overlays])
     module = Localizer(
         classifier, settings, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p
@@ -126,47 +166,24 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
             return_predictions=False,
         )
     trainer.strategy.barrier()
-    elapsed = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return float("nan")
-    missing = [i for i in ids if not is_done(run_dir, i)]
-    if missing:
-        raise RuntimeError(f"{len(missing)} images have no outputs (first: {missing[0]})")
-    scored_reader = reader if not settings.limit else reader.subset(ids)
-    quality = score_localization(
-        run_dir,
-        scored_reader,
-        list(settings.cam_bg_sweep),
-        progress=bool(cfg.trainer.enable_progress_bar),
-        fg_threshold=float(settings.fg_threshold),
+    return len(todo), time.perf_counter() - start
+
+
+def _log_quality(metrics: dict[str, Any]) -> None:
+    if not metrics.get("scored_images"):
+        return
+    log.info(
+        "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
+        "at bg %.2f, object recall %.3f (%d images)",
+        metrics["seed/miou"],
+        metrics["seed/precision"],
+        metrics["seed/recall"],
+        metrics["seed/labelled_fraction"],
+        metrics["cam/best_miou"],
+        metrics["cam/best_bg_threshold"],
+        metrics["cam/object_recall"],
+        metrics["scored_images"],
     )
-    metrics = {
-        "stage": "localize",
-        "images": len(ids),
-        "localized_now": len(todo),
-        "seconds": elapsed,
-        "images_per_second": len(todo) / elapsed if todo and elapsed > 0 else None,
-        "n": int(settings.n),
-        "formula": settings.formula,
-        "model.p": float(classifier.head.p if cfg.model.p is None else cfg.model.p),
-        **quality,
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    report_to_logger(cfg, run_dir, config, metrics)
-    if quality.get("scored_images"):
-        log.info(
-            "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
-            "at bg %.2f, object recall %.3f (%d images)",
-            metrics["seed/miou"],
-            metrics["seed/precision"],
-            metrics["seed/recall"],
-            metrics["seed/labelled_fraction"],
-            metrics["cam/best_miou"],
-            metrics["cam/best_bg_threshold"],
-            metrics["cam/object_recall"],
-            quality["scored_images"],
-        )
-    return float(metrics.get("seed/miou", float("nan")))
 
 
 def report_to_logger(
