@@ -22,7 +22,7 @@ def _names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-APPS = ("classify", "localize", "segment", "evaluate", "pipeline")
+APPS = ("classify", "localize", "segment", "evaluate", "predict", "pipeline")
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -33,7 +33,7 @@ def test_every_experiment_composes_for_every_app(experiment, app, tmp_path):
     from ficklenet.tasks.pipeline import stage_configs
 
     overrides = [f"experiment={experiment}", "data.root=/nowhere", "backbone.pretrained=false"]
-    if app in ("localize", "evaluate"):
+    if app in ("localize", "evaluate", "predict"):
         overrides.remove("backbone.pretrained=false")
     cfg = compose_config(app, overrides)
     stages = stage_configs(cfg, tmp_path) if app == "pipeline" else {app: cfg}
@@ -52,6 +52,8 @@ def test_every_experiment_composes_for_every_app(experiment, app, tmp_path):
         assert DSRGSegmenter(segment, load_pretrained=False).net is not None
     if "localize" in stages and paper:
         assert stages["localize"].localize.fg_threshold == 0.2
+    if app == "predict" and paper:
+        assert cfg.crf and cfg.flip and list(cfg.scales) == [0.75, 1.0, 1.25]
 
 
 @pytest.mark.parametrize("backbone", _names("backbone"))

@@ -32,7 +32,8 @@ from ficklenet.config.schema import Stage  # noqa: E402 - after the docstring's 
 STAGES: tuple[str, ...] = tuple(Stage.names())
 # The app whose config a stage uses (evaluate_crf is the evaluate app with crf=true).
 STAGE_APP = {"evaluate_crf": "evaluate"}
-_SECTIONS = ("shared", *STAGES)
+# predict is no pipeline stage, but an app an experiment may set too.
+_SECTIONS = ("shared", *STAGES, "predict")
 
 
 class ExperimentError(ValueError):
@@ -155,6 +156,7 @@ def base_config(app: str) -> DictConfig:
         "localize": schema.LocalizeConfig,
         "segment": schema.SegmentConfig,
         "evaluate": schema.EvaluateConfig,
+        "predict": schema.PredictConfig,
     }
     if app not in schemas:
         raise ExperimentError(f"no app {app!r}; apps are {sorted(schemas)} and pipeline")
