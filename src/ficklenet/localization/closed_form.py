@@ -108,6 +108,10 @@ def _setup(head: FickleHead, x: Tensor, classes: Sequence[int]) -> _Setup:
     bad = [c for c in classes if not 0 <= c < head.num_classes]
     if bad:
         raise ValueError(f"classes {bad} are not head outputs (0..{head.num_classes - 1})")
+    # Half-precision features (a backbone under autocast) are summed in float32: a
+    # map adds up to C·(s²-1) terms per pixel, too many for bf16's 8-bit mantissa.
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     weight = head.classifier.weight.detach()[classes].to(device=x.device, dtype=x.dtype)
     _, _, h, w = x.shape
     p = float(head.p)

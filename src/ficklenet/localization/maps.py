@@ -209,8 +209,9 @@ def stochastic_maps(
         chunk: masks processed together (bounds memory).
 
     Returns:
-        (N, len(classes), h, w) maps in x's dtype, not normalised; map n of
-        class c is what autograd gives through ``head.forward(x, masks[n:n+1])``.
+        (N, len(classes), h, w) maps in x's dtype (float32 for half precision), not
+        normalised; map n of class c is what autograd gives through
+        ``head.forward(x, masks[n:n+1])``.
     """
     _check_formula(formula)
     st = closed_form._setup(head, x, classes)
@@ -224,7 +225,7 @@ def stochastic_maps(
         raise TypeError(f"masks must be bool, got {masks.dtype}")
     masks = masks.to(x.device)
     n, k = masks.shape[0], len(st.weight)
-    out = x.new_zeros(n, k, h, w)
+    out = st.x.new_zeros(n, k, h, w)  # x's dtype; float32 for half-precision x
     if n == 0 or k == 0:
         return out
     maps = _Maps.of(st, formula, per_block=chunk)
@@ -293,8 +294,8 @@ def sample_maps(
         return_all: also return all N normalised maps (N, len(classes), h, w).
 
     Returns:
-        The aggregated map (len(classes), h, w) in x's dtype — and the N
-        normalised maps when ``return_all``.
+        The aggregated map (len(classes), h, w) in x's dtype (float32 for half
+        precision) — and the N normalised maps when ``return_all``.
     """
     _check_formula(formula)
     if n < 1:
@@ -308,9 +309,9 @@ def sample_maps(
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     _, h, w = st.shape
     k = len(st.weight)
-    combined = x.new_zeros(k, h, w)
+    combined = st.x.new_zeros(k, h, w)  # x's dtype; float32 for half-precision x
     if k == 0:
-        return (combined, x.new_zeros(n, 0, h, w)) if return_all else combined
+        return (combined, st.x.new_zeros(n, 0, h, w)) if return_all else combined
     maps = _Maps.of(st, formula, per_block=closed_form._unit(x.device, chunk)[0])
     every = []
     for n0 in range(0, n, chunk):

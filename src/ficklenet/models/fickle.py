@@ -321,6 +321,7 @@ class FickleHead(nn.Module):
         """Class scores (B, K) for feature map ``x`` (B, C, h, w).
 
         ``mask``: bool keep-mask (see :meth:`mask_shape`; batch 1 broadcasts).
+        Under autocast the head computes in float32 and returns float32 scores.
         When None it is drawn (training or ``stochastic_inference``) from the
         generator seeded with ``seed`` — itself drawn from torch's global RNG
         when None, so ``torch.manual_seed`` makes runs repeatable — or is
@@ -333,6 +334,12 @@ class FickleHead(nn.Module):
             )
         if mask is not None and mask.dtype != torch.bool:
             raise TypeError(f"FickleHead mask must be a bool tensor, got {mask.dtype}")
+        if torch.is_autocast_enabled(x.device.type):
+            # Mixed precision: the head (a few percent of the network's work) runs in
+            # float32, so its long spatial sums keep their precision; gradients flow
+            # back to the half-precision features through the cast.
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.float(), mask, seed)
         if self.dropout == "general":
             # Plain dropout on x itself, no centre preserved; identity in eval.
             if mask is None and self.sampling:
