@@ -179,6 +179,14 @@ class TrainerConfig:
     val_check_interval: Any = None
     # Lightning's profiler: null, simple, advanced or pytorch (report in the run dir).
     profiler: str | None = None
+    # GPU speed (ignored on CPU). channels_last: NHWC tensors for the convolutions;
+    # tf32: TensorFloat-32 matmuls and convolutions (Ampere and later); benchmark:
+    # cuDNN autotuning, null = on unless deterministic; compile: torch.compile the
+    # backbone in place (checkpoints keep their keys).
+    channels_last: bool = False
+    tf32: bool = True
+    benchmark: bool | None = None
+    compile: bool = False
 
 
 @dataclass
@@ -511,6 +519,10 @@ class PredictConfig:
 _SHARED_TRAINER_KEYS = (
     "max_epochs",
     "max_steps",
+    "channels_last",
+    "tf32",
+    "benchmark",
+    "compile",
     "accelerator",
     "devices",
     "strategy",

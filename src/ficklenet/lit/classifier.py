@@ -56,6 +56,7 @@ class FickleClassifier(pl.LightningModule):
         self.val_map = MultilabelAveragePrecision(num_labels=NUM_CLASSES, average="macro")
         self.val_f1 = MultilabelF1Score(num_labels=NUM_CLASSES, average="macro")
         self.best_map = 0.0
+        self.channels_last = False  # NHWC inputs (ficklenet.lit.processes.speed_up)
         self._panels: tuple[list, list[str]] | None = None
 
     @classmethod
@@ -69,6 +70,8 @@ class FickleClassifier(pl.LightningModule):
 
     def features(self, images: Tensor) -> Tensor:
         """The backbone's feature map x (B, C, h, w) — what FickleHead expands."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
     def forward(self, images: Tensor) -> Tensor:

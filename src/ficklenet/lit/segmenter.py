@@ -133,6 +133,7 @@ class DSRGSegmenter(pl.LightningModule):
         self.crf_workers = default_workers() if seg.crf_workers is None else int(seg.crf_workers)
         self.val_miou = ConfusionMIoU(num_classes=NUM_CLASSES + 1)
         self.best_miou = 0.0
+        self.channels_last = False  # NHWC inputs (ficklenet.lit.processes.speed_up)
         self.crf_seconds = 0.0  # of the last training step, for the perf log
         self._panels: tuple[list, list[str]] | None = None
 
@@ -151,6 +152,8 @@ class DSRGSegmenter(pl.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits (B, 21, ⌈H/8⌉, ⌈W/8⌉) at the output resolution."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def predict_logits(self, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:

@@ -131,8 +131,9 @@ def build_trainer(
     for key in ("gradient_clip_val", "val_check_interval", "profiler"):
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
-    for key in process_settings(trainer_cfg):
-        kwargs.pop(key)
+    # Where and how fast are decided in ficklenet.lit.processes.
+    for key in (*process_settings(trainer_cfg), "channels_last", "tf32", "benchmark", "compile"):
+        kwargs.pop(key, None)
     return lightning_trainer(
         trainer_cfg,
         run_dir,

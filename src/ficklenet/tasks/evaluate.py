@@ -45,7 +45,7 @@ from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
 from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
-from ficklenet.lit.processes import launch_fabric
+from ficklenet.lit.processes import launch_fabric, speed_up
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
@@ -177,7 +177,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         cfg, run_dir, model.val_miou.num_classes, cfg.overlays if fabric.is_global_zero else 0
     )
     start = time.perf_counter()
-    evaluate_images(cfg, model.eval().to(fabric.device), mine, results, fabric)
+    model = speed_up(model.eval().to(fabric.device), cfg.trainer)
+    evaluate_images(cfg, model, mine, results, fabric)
     results.reduce(fabric)
     if results.done != n_images:
         raise RuntimeError(f"evaluated {results.done} of the {n_images} images of {cfg.split}")
@@ -222,7 +223,8 @@ def evaluate_images(
         with tqdm(total=len(dataset), desc="evaluate", disable=not show) as bar:
             for batch in loader:
                 images = batch["image"].to(fabric.device)
-                probs = predict_probs(model, images, cfg.scales, cfg.flip).cpu()
+                with fabric.autocast():  # trainer.precision, as in training
+                    probs = predict_probs(model, images, cfg.scales, cfg.flip).float().cpu()
                 for i, image_id in enumerate(batch["id"]):
                     h, w = (int(v) for v in batch["size"][i])
                     p = probs[i, :, :h, :w].numpy()

@@ -30,7 +30,7 @@ from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
-from ficklenet.lit.processes import lightning_trainer
+from ficklenet.lit.processes import lightning_trainer, speed_up
 from ficklenet.localization.quality import score_localization
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
@@ -154,6 +154,7 @@ def localize_images(
         run_dir,
     )
     settings = cfg.localize
+    speed_up(classifier, cfg.trainer)
     overlay_ids = set(sorted(ids)[: settings.overlays])
     module = Localizer(
         classifier, settings, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p

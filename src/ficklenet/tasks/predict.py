@@ -45,7 +45,7 @@ from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCDataError, read_rgb_image
 from ficklenet.dsrg.crf import TEST_CRF, dense_crf
 from ficklenet.files import atomic_path, write_json
-from ficklenet.lit.processes import launch_fabric
+from ficklenet.lit.processes import launch_fabric, speed_up
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.evaluate import predict_probs, segmenter_input
@@ -120,7 +120,7 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     mine = items[fabric.global_rank :: fabric.world_size]
     out_dir = run_dir / "predictions"
     device = fabric.device
-    model = model.eval().to(device)
+    model = speed_up(model.eval().to(device), cfg.trainer)
     crf_params = dataclasses.asdict(TEST_CRF)
     transform = EvalTransform(None)
     skipped: list[dict[str, str]] = []
@@ -140,9 +140,9 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
             skipped.append({"id": image_id, "file": str(path), "error": str(err)})
             continue
         (tensor,) = transform(image)
-        with torch.no_grad():
+        with torch.no_grad(), fabric.autocast():  # trainer.precision, as in training
             probs = predict_probs(model, tensor[None].to(device), cfg.scales, cfg.flip)[0]
-        probs = probs.cpu().numpy()
+        probs = probs.float().cpu().numpy()
         labels = (dense_crf(image, probs, **crf_params) if cfg.crf else probs).argmax(axis=0)
         with atomic_path(target) as tmp:
             save_palette_png(labels.astype(np.uint8), tmp)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from ficklenet.checkpoints import read_checkpoint
 from ficklenet.lit.loggers import build_logger, close_logger
+from ficklenet.lit.processes import speed_up
 from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
     is_rank_zero,
@@ -85,6 +86,7 @@ def fit(
             seed=cfg.seed,
             callbacks_cfg=cfg.get("callbacks"),
         )
+        speed_up(model, cfg.trainer)
         trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, run_dir))
         return trainer, scalar_metrics(trainer.callback_metrics)
     finally:
