@@ -1,0 +1,251 @@
+"""The performance suite: localization, training steps, mixed precision, memory.
+
+    python experiments/benchmarks/suite.py --device cuda --size voc     # the GPU figures
+    python experiments/benchmarks/suite.py --device cpu --size small    # CI keeps it alive
+
+Each figure is a median over repeats after a warm-up, on one device, in one run:
+
+1. **Localization** (FickleNet Sec. 3.3): images/s of whole map generation — backbone
+   once, N stochastic passes in closed form (:func:`ficklenet.localization.sample_maps`),
+   both formulas — and of plain one-pass CAM (backbone + the head's score map) on the
+   same images; their ratio. VOC size: VGG16 (random weights: the speed does not
+   depend on them), 321×321 → 41×41×512, s=9, p=0.9, N=200, two classes per image.
+2. **Training steps**: classifier (backbone + FickleHead, soft-margin loss) and DSRG
+   segmenter (forward, training CRF in worker processes, growing, both losses,
+   backward, optimiser step) step time and images/s, with the CRF's share, in float32
+   and in mixed precision (bf16 where the device has it, else fp16), and the
+   mixed-precision speed-up. VOC size: batch 20 of 321×321 on VGG16.
+3. **Peak memory** of each: ``torch.cuda.max_memory_allocated`` on a GPU (reset per
+   figure); the process's peak resident memory on a CPU (a high-water mark over the
+   whole run, so it only bounds each figure).
+
+``--size small`` uses the toy's small backbone, 96×96, N=20, batch 8: minutes on a
+laptop CPU, which is what the test suite runs (tests/test_benchmarks.py). Data loading
+has its own benchmark (``data_loading.py``, real loader vs batches in memory).
+Prints a Markdown table and the exact command; ``--out`` writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from ficklenet.dsrg.crf import shutdown_pools
+from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.lit.segmenter import DSRGSegmenter
+from ficklenet.localization import sample_maps
+
+SIZES: dict[str, dict[str, Any]] = {
+    "voc": dict(backbone="vgg16", crop=321, s=9, n=200, batch=20, images=8),
+    "small": dict(backbone="small", crop=96, s=3, n=20, batch=8, images=4),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def mixed_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _compose(stage: str, size: dict[str, Any], extra: list[str] | None = None) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ficklenet.config import conf_dir, register_schemas
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    overrides = [
+        f"backbone={size['backbone']}",
+        "backbone.pretrained=false",
+        f"model.kernel_size={size['s']}"
+        if stage == "classify"
+        else f"data.crop_size={size['crop']}",
+        *(extra or []),
+    ]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name=stage, overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def images(batch: int, crop: int, device: torch.device) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(batch, 3, 8, 8, generator=g) * 2 - 1
+    return F.interpolate(coarse, size=(crop, crop), mode="bilinear").to(device)
+
+
+def bench_localization(size: dict[str, Any], device: torch.device, repeats: int) -> list[dict]:
+    model = FickleClassifier(_compose("classify", size), load_pretrained=False).to(device).eval()
+    model.head.p = 0.9
+    batch = images(size["images"], size["crop"], device)
+    rows = []
+
+    @torch.no_grad()
+    def cam() -> None:
+        for k in range(len(batch)):
+            model.head.score_map(model.features(batch[k : k + 1]))[:, [3, 11]].clamp_min(0)
+
+    reset_peak(device)
+    seconds = timed(cam, device, repeats)
+    rows.append(
+        {
+            "figure": "localization, one-pass CAM",
+            "images_per_s": len(batch) / seconds,
+            "peak_mb": peak_memory_mb(device),
+        }
+    )
+    for formula in ("gradcam", "grad_x_act"):
+
+        @torch.no_grad()
+        def maps(formula: str = formula) -> None:
+            for k in range(len(batch)):
+                x = model.features(batch[k : k + 1])
+                gen = torch.Generator(device=device).manual_seed(k)
+                sample_maps(model.head, x, [3, 11], size["n"], gen, formula=formula)
+
+        reset_peak(device)
+        seconds = timed(maps, device, repeats)
+        rows.append(
+            {
+                "figure": f"localization, N={size['n']} {formula}",
+                "images_per_s": len(batch) / seconds,
+                "peak_mb": peak_memory_mb(device),
+                "vs_cam": rows[0]["images_per_s"] / (len(batch) / seconds),
+            }
+        )
+    return rows
+
+
+def _train_step(
+    model: Any, step: Callable[[], torch.Tensor], dtype: torch.dtype | None, device: torch.device
+) -> Callable[[], None]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def run() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return run
+
+
+def bench_training(
+    size: dict[str, Any], device: torch.device, repeats: int, crf_workers: int
+) -> list[dict]:
+    rows = []
+    batch = images(size["batch"], size["crop"], device)
+    labels = torch.zeros(size["batch"], 20, device=device)
+    labels[:, [3, 11]] = 1
+    targets = torch.full((size["batch"], size["crop"], size["crop"]), 255, device=device)
+    targets[:, : size["crop"] // 4] = 0
+    targets[:, size["crop"] // 2 :, size["crop"] // 2 :] = 4
+    cls = FickleClassifier(_compose("classify", size), load_pretrained=False).to(device).train()
+    seg_cfg = _compose("segment", size, [f"segmenter.crf_workers={crf_workers}"])
+    seg = DSRGSegmenter(seg_cfg, load_pretrained=False).to(device).train()
+    for name, model, step in (
+        ("classifier step", cls, lambda: F.multilabel_soft_margin_loss(cls(batch).float(), labels)),
+        ("DSRG segmenter step", seg, lambda: seg.dsrg_step(batch, targets.long(), labels).loss),
+    ):
+        fp32 = None
+        for label, dtype in (("float32", None), ("mixed", mixed_dtype(device))):
+            run = _train_step(model, step, dtype, device)
+            reset_peak(device)
+            seconds = timed(run, device, repeats)
+            row = {
+                "figure": f"{name}, {label}" + (f" ({dtype})" if dtype else ""),
+                "step_s": seconds,
+                "images_per_s": size["batch"] / seconds,
+                "peak_mb": peak_memory_mb(device),
+            }
+            if model is seg:
+                row["crf_share"] = seg.crf_seconds / seconds
+            if fp32 is None:
+                fp32 = seconds
+            else:
+                row["speed_up_vs_fp32"] = fp32 / seconds
+            rows.append(row)
+    shutdown_pools()
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    keys = ["images_per_s", "step_s", "vs_cam", "crf_share", "speed_up_vs_fp32", "peak_mb"]
+    lines = ["| figure | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [("–" if row.get(k) is None else f"{row[k]:.3g}") for k in keys]
+        lines.append(f"| {row['figure']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--crf-workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    size = SIZES[args.size]
+    rows = bench_localization(size, device, args.repeats)
+    rows += bench_training(size, device, args.repeats, args.crf_workers)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"$ python {' '.join(sys.argv)}")
+    print(f"device: {name}; torch {torch.__version__}; size={args.size} {size}\n")
+    print(table(rows))
+    if args.out:
+        args.out.write_text(json.dumps({"device": name, "size": size, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
