@@ -280,7 +280,7 @@ def measure(
     trainer = _Trainer(base, device)
 
     # The in-memory batches: the timed epochs' batches, collated and pinned as the loader does.
-    dm = VOCDataModule(base.data, seed=args.seed)
+    dm = VOCDataModule(base.data, rng_seed=args.seed)
     dm.setup("fit")
     assert dm.train_set is not None
     train_images = len(dm.train_set)
@@ -293,7 +293,7 @@ def measure(
     rows = []
     for workers in args.workers:
         cfg = compose_classify(_overrides(args, root, workers))
-        dm = VOCDataModule(cfg.data, seed=args.seed)
+        dm = VOCDataModule(cfg.data, rng_seed=args.seed)
         dm.setup("fit")
         loader = dm.train_dataloader()
         _set_epoch(loader, 0)
