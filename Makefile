@@ -28,7 +28,7 @@ toy: install
 # Rerunning skips finished stages; a new RUN_DIR starts afresh.
 RUN_DIR ?= runs/pipeline/toy
 pipeline: install
-	$(BIN)/ficklenet-pipeline run_dir=$(RUN_DIR)
+	$(BIN)/ficklenet-pipeline hydra.run.dir=$(RUN_DIR)
 
 # Refresh constraints.txt: the newest releases in a fresh environment, the test
 # suite, then their versions (commit the file when the tests pass).

@@ -206,3 +206,22 @@ def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
     (sweep,) = (tmp_path / "runs" / "pipeline-multirun").iterdir()
     ps = [OmegaConf.load(sweep / job / "config.yaml").classify.model.p for job in ("0", "1")]
     assert ps == [0.0, 0.9]
+
+
+def test_run_dir_is_set_through_hydra_run_dir(tmp_path):
+    """run_dir is Hydra's output directory: setting it alone would split a run over
+    two folders (and a rerun would not resume), so the app refuses and names the fix;
+    hydra.run.dir=X puts every stage in X."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ENV, run_ok
+
+    app = [sys.executable, "-m", "ficklenet.tasks.pipeline", "stages=[]"]
+    bad = subprocess.run(
+        [*app, "run_dir=elsewhere"], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "hydra.run.dir=elsewhere" in bad.stderr
+    run_ok([*app, "hydra.run.dir=chosen"], tmp_path, ENV)
+    assert (tmp_path / "chosen" / "config.yaml").is_file()
+    assert OmegaConf.load(tmp_path / "chosen" / "config.yaml").run_dir == str(tmp_path / "chosen")

@@ -229,7 +229,14 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Run the stages of ``cfg.stages`` in ``run_dir`` (default: Hydra's output
     directory); return the final segmenter val mIoU (with CRF when it ran) for
     sweepers, NaN when no evaluation ran."""
-    run_dir = Path(run_dir) if run_dir is not None else hydra_run_dir() or Path(cfg.run_dir or ".")
+    if run_dir is None:
+        run_dir = hydra_run_dir()
+        if run_dir is not None and Path(cfg.run_dir).absolute() != run_dir.absolute():
+            raise ValueError(
+                f"run_dir={cfg.run_dir} is Hydra's output directory ({run_dir}) and is "
+                f"not set on its own: set hydra.run.dir={cfg.run_dir} instead"
+            )
+    run_dir = Path(run_dir if run_dir is not None else cfg.run_dir or ".")
     configs = stage_configs(cfg, run_dir.absolute())
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
