@@ -11,8 +11,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from ficklenet.tasks.pipeline import run_pipeline  # noqa: E402
-from tests.test_pipeline import _tiny  # noqa: E402
+from tests.test_pipeline import pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "inspect_run.ipynb"
@@ -27,7 +26,7 @@ def test_notebook_is_stored_without_outputs():
 @pytest.mark.slow
 def test_inspect_run_notebook_executes(tmp_path, toy_root, monkeypatch):
     run = tmp_path / "pipe"
-    run_pipeline([*_tiny(run, toy_root), "stages=[classify,localize,segment,evaluate]"])
+    pipeline(run, toy_root, "stages=[classify,localize,segment,evaluate]")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel inherits this environment: the run to inspect, one thread, no GUI.
     monkeypatch.setenv("FICKLENET_RUN_DIR", str(run))
