@@ -14,6 +14,10 @@ QUIET="trainer.enable_progress_bar=false"
 # general dropout p=0.9, three seeds each; one whole pipeline per job.
 "$BIN/ficklenet-pipeline" -m table5=deterministic,fickle_0.9,general_0.9 seed=0,1,2 \
     $QUIET hydra.sweep.dir="$OUT/table5"
+# Two more seeds for the rows of the paired comparison (FickleNet p=0.9 against
+# deterministic): with five pairs the exact sign-flip test can reach p = 1/16.
+"$BIN/ficklenet-pipeline" -m table5=deterministic,fickle_0.9 seed=3,4 \
+    $QUIET hydra.sweep.dir="$OUT/table5_more"
 # The other Table 5 rates, one seed each.
 "$BIN/ficklenet-pipeline" -m table5=fickle_0.3,fickle_0.5,fickle_0.7,general_0.5 seed=0 \
     $QUIET hydra.sweep.dir="$OUT/table5_single"
@@ -35,7 +39,7 @@ done
 
 # Seed and CAM quality on val, a split that chose nothing (thresholds and the map
 # formula were chosen on train: experiments/defaults).
-for job in "$OUT"/table5/*/ "$OUT"/table5_single/*/; do
+for job in "$OUT"/table5/*/ "$OUT"/table5_more/*/ "$OUT"/table5_single/*/; do
     [ -f "$job/localize_val/metrics.json" ] || "$BIN/ficklenet-localize" localize.split=val \
         classifier.ckpt="$job/classify/checkpoints/last.ckpt" seed="$(
             "$BIN/python" -c "import sys,yaml;print(yaml.safe_load(open(sys.argv[1]))['seed'])" \
