@@ -5,7 +5,10 @@
 #      stochastic passes N, max vs mean aggregation, one pass with no mask at all
 #      (the same classifier's plain CAM), the map formula, the seed threshold.
 #      Seed and CAM quality on `train` and on `val`, five training seeds each.
-#   2. The window size s: whole pipelines with s=5 instead of the toy's 3, for the
+#   2. The formula that lets the masks spread the maps: the ladder's classifiers
+#      (deterministic and FickleNet p=0.9, five seeds) localized with grad_x_act
+#      instead of gradcam, then DSRG and evaluation as in the ladder.
+#   3. The window size s: whole pipelines with s=5 instead of the toy's 3, for the
 #      deterministic classifier and FickleNet p=0.9, three seeds each.
 # Reads the ladder's runs (LADDER, default runs/ladder: run experiments/ladder/run.sh
 # first). Rerunning skips finished steps. Two jobs at a time, one thread each.
@@ -70,6 +73,27 @@ for seed in 0 1 2 3 4; do
             localize fickle_0.9 "$seed" "$v" "$split" &
             [ "$(jobs -r | wc -l)" -ge 2 ] && wait -n
         done
+    done
+done
+wait
+
+# grad_x_act maps -> DSRG, the rest of the pipeline as in the ladder (its own run
+# directory per classifier; the classifier is the ladder's).
+gxa_pipeline() {  # row, seed
+    local job
+    job=$(job_of "$1" "$2")
+    "$BIN/ficklenet-pipeline" "table5=$1" seed="$2" 'stages=[localize,segment,evaluate,evaluate_crf]' \
+        localize.classifier.ckpt="$job/classify/checkpoints/last.ckpt" \
+        localize.localize.formula=grad_x_act trainer.enable_progress_bar=false \
+        hydra.run.dir="$OUT/gxa/$1/seed$2" > "$OUT/gxa_$1_seed$2.log" 2>&1
+}
+mkdir -p "$OUT/gxa"
+for seed in 0 1 2 3 4; do
+    for row in deterministic fickle_0.9; do
+        [ -f "$OUT/gxa/$row/seed$seed/metrics.json" ] && \
+            grep -q evaluate_crf "$OUT/gxa/$row/seed$seed/metrics.json" && continue
+        gxa_pipeline "$row" "$seed" &
+        [ "$(jobs -r | wc -l)" -ge 2 ] && wait -n
     done
 done
 wait
