@@ -211,6 +211,15 @@ def markdown(result: dict[str, Any]) -> str:
             for r in ROWS
             if r in gxa and r in s3
         ]
+        if "deterministic" in gxa and "fickle_0.9" in s3:
+            # Each classifier with the formula `train` chose for it (experiments/defaults).
+            pairs.append(
+                (
+                    "deterministic grad_x_act − FickleNet gradcam (each as train chose)",
+                    gxa["deterministic"],
+                    s3["fickle_0.9"],
+                )
+            )
         out += ["Paired by training seed (points; * = outside ±2 standard errors of 0):", ""]
         out += _paired_table(pairs, seg_names) + [""]
     if s5:
