@@ -17,7 +17,7 @@ from omegaconf import II, MISSING
 
 from ficklenet.choices import Choice
 from ficklenet.data.voc import LabelsFrom
-from ficklenet.dsrg.crf import Unary
+from ficklenet.dsrg.crf import CRFBackend, Unary
 from ficklenet.lit.loggers import LoggerName
 from ficklenet.lit.optim import OptimizerName, Schedule
 from ficklenet.localization.aggregation import Aggregate
@@ -420,6 +420,10 @@ class SegmenterModelConfig:
     seed_loss_weight: float = 1.0
     boundary_loss_weight: float = 1.0
     crf: TrainCRFConfig = field(default_factory=TrainCRFConfig)
+    # Who runs the training CRF: pydensecrf (the reference; permutohedral lattice, CPU
+    # worker processes) or torch (exact dense kernels on the training device, maps of
+    # at most 64x64 cells; ficklenet.dsrg.crf_torch). The test-time CRF is pydensecrf.
+    crf_backend: CRFBackend = CRFBackend.pydensecrf
     # Processes running the training CRF of a batch (20 maps of 41x41 take ~0.25 s
     # on one core); 0 = in the training process; null = the CPUs available, at most 8.
     crf_workers: int | None = None

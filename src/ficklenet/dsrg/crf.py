@@ -62,6 +62,15 @@ import pydensecrf.densecrf as dcrf
 from ficklenet.choices import Choice
 
 
+class CRFBackend(Choice):
+    """Who runs the training CRF: ``pydensecrf`` (the reference, CPU worker
+    processes) or ``torch`` (:mod:`ficklenet.dsrg.crf_torch`: exact dense kernels on
+    the training device, for output maps of at most 64×64 cells)."""
+
+    pydensecrf = "pydensecrf"
+    torch = "torch"
+
+
 class Unary(Choice):
     """The CRF's unary energy: ``neg_log_prob`` (−log p, test) or ``neg_prob`` (−p,
     the official training CRF)."""
@@ -288,6 +297,7 @@ def default_workers() -> int:
 
 
 __all__ = [
+    "CRFBackend",
     "CRFParams",
     "TEST_CRF",
     "TRAIN_CRF",

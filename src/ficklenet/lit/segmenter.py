@@ -8,7 +8,8 @@ seeds; every training step, at the network's output resolution:
 
 1. ``p`` = the floored softmax of the logits (``SoftmaxLayer``);
 2. ``Q`` = the dense CRF of ``p`` on the image sampled to the output grid, with the
-   training preset (``CRFLayer``), in ``segmenter.crf_workers`` processes;
+   training preset (``CRFLayer``), in ``segmenter.crf_workers`` processes
+   (pydensecrf), or on the training device (``segmenter.crf_backend=torch``);
 3. the *original* seeds (sampled to the output grid) grow into the confident
    regions of ``Q`` that touch them, over the classes in the image's labels
    (:func:`~ficklenet.dsrg.growing.grow`, ``UpdateSeedLayer3``);
@@ -50,7 +51,14 @@ from torch import Tensor
 from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import IGNORE_INDEX, NUM_CLASSES
 from ficklenet.data.transforms import denormalize
-from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
+from ficklenet.dsrg.crf import (
+    TRAIN_CRF,
+    CRFBackend,
+    CRFParams,
+    default_workers,
+    dense_crf_batch,
+)
+from ficklenet.dsrg.crf_torch import dense_crf_torch
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
 from ficklenet.geometry import grid_to_image, image_to_grid
@@ -131,6 +139,8 @@ class DSRGSegmenter(pl.LightningModule):
         self.crf_params = train_crf_params(seg.crf)
         self.fully_supervised = cfg.get("seeds") is None
         self.crf_workers = default_workers() if seg.crf_workers is None else int(seg.crf_workers)
+        # Checkpoints written before the key existed ran pydensecrf.
+        self.crf_backend = CRFBackend.parse(seg.get("crf_backend", "pydensecrf"), "crf_backend")
         self.val_miou = ConfusionMIoU(num_classes=NUM_CLASSES + 1)
         self.best_miou = 0.0
         self.channels_last = False  # NHWC inputs (ficklenet.lit.processes.speed_up)
@@ -166,6 +176,9 @@ class DSRGSegmenter(pl.LightningModule):
         ``images`` (B, 3, H, W), sampled to the same grid."""
         small = image_to_grid(images, probs.shape[-2:], self.output_stride)
         images_u8 = np.stack([denormalize(image) for image in small.float()])
+        if self.crf_backend == CRFBackend.torch:
+            q = dense_crf_torch(torch.from_numpy(images_u8), probs, self.crf_params)
+            return q.to(dtype=probs.dtype)
         q = dense_crf_batch(images_u8, probs.detach().float(), self.crf_params, self.crf_workers)
         return torch.from_numpy(q).to(device=probs.device, dtype=probs.dtype)
 
