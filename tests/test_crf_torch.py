@@ -126,6 +126,18 @@ def test_batch_equals_images_one_at_a_time_and_q_is_a_distribution() -> None:
     assert batch.min() >= TRAIN_CRF.out_min_prob * 0.999
 
 
+def test_autocast_does_not_lower_its_precision() -> None:
+    image, probs = two_region_case(20, seed=2)
+    images, p = torch.from_numpy(image)[None], torch.from_numpy(probs)[None]
+    plain = dense_crf_torch(images, p)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = dense_crf_torch(images, p.bfloat16())
+    assert mixed.dtype == torch.float32
+    # The only difference left is the bf16 rounding of the input probabilities.
+    torch.testing.assert_close(mixed, dense_crf_torch(images, p.bfloat16().float()))
+    assert (mixed - plain).abs().mean() < 0.005
+
+
 def test_refuses_maps_too_large_for_dense_kernels() -> None:
     side = int(math.isqrt(MAX_CELLS)) + 1
     with pytest.raises(ValueError, match="segmenter.crf_backend=pydensecrf"):

@@ -14,13 +14,18 @@ losses, backward, optimiser step) and the CRF inside them, for a setting:
 Images are smooth random colour fields with a few flat objects; seeds label
 part of each object and of the background. Each figure is the median over
 ``--steps`` steps after one warm-up step; ``--workers`` is
-``segmenter.crf_workers`` (0 = in the training process).
+``segmenter.crf_workers`` (0 = in the training process); ``--backend torch`` runs
+the training CRF on the model's device instead (``segmenter.crf_backend``), and
+``--device`` puts the model there.
 
     python experiments/benchmarks/crf_share.py --setting toy --workers 0
     python experiments/benchmarks/crf_share.py --setting toy --workers 2
     python experiments/benchmarks/crf_share.py --setting paper --workers 0
     python experiments/benchmarks/crf_share.py --setting paper --workers 2
     python experiments/benchmarks/crf_share.py --setting paper --backbone vgg16 --steps 2
+    python experiments/benchmarks/crf_share.py --setting paper --backend torch
+    python experiments/benchmarks/crf_share.py --setting paper --backbone vgg16 --device cuda \
+        --backend torch
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="segmenter.crf_workers")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--backend", choices=["pydensecrf", "torch"], default="pydensecrf")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +79,7 @@ def main() -> None:
     overrides = [
         "seeds=unused",
         f"segmenter.crf_workers={args.workers}",
+        f"segmenter.crf_backend={args.backend}",
         f"backbone={args.backbone}",
         "backbone.pretrained=false",
     ]
@@ -80,8 +88,12 @@ def main() -> None:
     register_schemas()
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("segment", overrides=overrides)
-    model = DSRGSegmenter(cfg).train()
-    batch = make_batch(int(cfg.data.batch_size), int(cfg.data.crop_size))
+    device = torch.device(args.device)
+    model = DSRGSegmenter(cfg).to(device).train()
+    batch = {
+        k: v.to(device)
+        for k, v in make_batch(int(cfg.data.batch_size), int(cfg.data.crop_size)).items()
+    }
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     steps, crfs = [], []
@@ -91,6 +103,8 @@ def main() -> None:
         opt.zero_grad()
         out.loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if i > 0:  # the first step warms up (and starts the CRF pool)
             steps.append(time.perf_counter() - start)
             crfs.append(model.crf_seconds)
@@ -99,8 +113,9 @@ def main() -> None:
     h, w = out.logits.shape[-2:]
     print(
         f"setting {args.setting}: backbone {args.backbone}, batch {len(out.logits)} at "
-        f"{cfg.data.crop_size}x{cfg.data.crop_size} -> {h}x{w} maps, crf_workers "
-        f"{args.workers}, torch threads {torch.get_num_threads()}"
+        f"{cfg.data.crop_size}x{cfg.data.crop_size} -> {h}x{w} maps, CRF {args.backend}"
+        f"{f' ({args.workers} workers)' if args.backend == 'pydensecrf' else ''} on {device}, "
+        f"torch threads {torch.get_num_threads()}"
     )
     print(f"training step  {step * 1e3:9.1f} ms")
     print(f"dense CRF      {crf * 1e3:9.1f} ms")

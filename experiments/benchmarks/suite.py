@@ -12,7 +12,8 @@ Each figure is a median over repeats after a warm-up, on one device, in one run:
    depend on them), 321×321 → 41×41×512, s=9, p=0.9, N=200, two classes per image.
 2. **Training steps**: classifier (backbone + FickleHead, soft-margin loss) and DSRG
    segmenter (forward, training CRF in worker processes, growing, both losses,
-   backward, optimiser step) step time and images/s, with the CRF's share, in float32
+   backward, optimiser step; and the same with the training CRF on the device,
+   ``segmenter.crf_backend=torch``) step time and images/s, with the CRF's share, in float32
    and in mixed precision (bf16 where the device has it, else fp16), and the
    mixed-precision speed-up. VOC size: batch 20 of 321×321 on VGG16.
 3. **Peak memory** of each: ``torch.cuda.max_memory_allocated`` on a GPU (reset per
@@ -186,9 +187,16 @@ def bench_training(
     cls = FickleClassifier(_compose("classify", size), load_pretrained=False).to(device).train()
     seg_cfg = _compose("segment", size, [f"segmenter.crf_workers={crf_workers}"])
     seg = DSRGSegmenter(seg_cfg, load_pretrained=False).to(device).train()
+    on_device = _compose("segment", size, ["segmenter.crf_backend=torch"])
+    seg_dev = DSRGSegmenter(on_device, load_pretrained=False).to(device).train()
     for name, model, step in (
         ("classifier step", cls, lambda: F.multilabel_soft_margin_loss(cls(batch).float(), labels)),
         ("DSRG segmenter step", seg, lambda: seg.dsrg_step(batch, targets.long(), labels).loss),
+        (
+            "DSRG segmenter step, CRF on the device",
+            seg_dev,
+            lambda: seg_dev.dsrg_step(batch, targets.long(), labels).loss,
+        ),
     ):
         fp32 = None
         for label, dtype in (("float32", None), ("mixed", mixed_dtype(device))):
@@ -201,8 +209,8 @@ def bench_training(
                 "images_per_s": size["batch"] / seconds,
                 "peak_mb": peak_memory_mb(device),
             }
-            if model is seg:
-                row["crf_share"] = seg.crf_seconds / seconds
+            if isinstance(model, DSRGSegmenter):
+                row["crf_share"] = model.crf_seconds / seconds
             if fp32 is None:
                 fp32 = seconds
             else:

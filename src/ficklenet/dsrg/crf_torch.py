@@ -48,8 +48,14 @@ def dense_crf_torch(images: Tensor, probs: Tensor, params: CRFParams = TRAIN_CRF
             scale with the map as in :func:`~ficklenet.dsrg.crf.dense_crf`.
 
     Returns:
-        Q, float32 (B, K, h, w), the mean-field marginals.
+        Q, float32 (B, K, h, w), the mean-field marginals. The whole mean field runs
+        in float32, also inside an autocast region (long kernel sums).
     """
+    with torch.autocast(probs.device.type, enabled=False):
+        return _mean_field(images, probs, params)
+
+
+def _mean_field(images: Tensor, probs: Tensor, params: CRFParams) -> Tensor:
     if images.dim() != 4 or images.shape[-1] != 3 or probs.dim() != 4:
         raise ValueError(
             f"need images (B, h, w, 3) and probs (B, K, h, w), got "
