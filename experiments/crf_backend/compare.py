@@ -1,0 +1,80 @@
+"""Pair the torch-CRF segmenters of ``run.sh`` with the ladder's, by training seed.
+
+    python experiments/crf_backend/compare.py [RUNS_DIR] [--ladder LADDER_DIR] [--out FILE]
+
+Statistics are the ladder's (``experiments/ladder/gather.py``). Writes a Markdown
+table (default ``results.md`` beside this file) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROWS = {"fickle_0.9": "FickleNet p=0.9 seeds", "deterministic": "deterministic seeds"}
+FIGURES = ["segmenter mIoU", "segmenter mIoU + CRF"]
+
+
+def _ladder_gather() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "ladder_gather", HERE.parent / "ladder" / "gather.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    mean, std = LADDER.mean_std(values)
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+LADDER = _ladder_gather()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", nargs="?", default="runs/crf_backend")
+    parser.add_argument("--ladder", default="runs/ladder")
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    args = parser.parse_args()
+    ladder = LADDER
+    reference = ladder.find_jobs(Path(args.ladder))
+    lines = [
+        "| seeds | figure | pydensecrf (the ladder) | torch | torch − pydensecrf, paired |",
+        "|---|---|---|---|---|",
+    ]
+    for row, label in ROWS.items():
+        ours = {}
+        for job in sorted((Path(args.runs_dir) / row).glob("seed*")):
+            figures = ladder.read_run(job)
+            if figures["segmenter mIoU"] is not None:
+                ours[int(job.name.removeprefix("seed"))] = figures
+        theirs = {s: ladder.read_run(j) for s, j in reference.get(row, {}).items() if s in ours}
+        for name in FIGURES:
+            a = {s: f[name] for s, f in ours.items() if f[name] is not None}
+            b = {s: f[name] for s, f in theirs.items() if f[name] is not None}
+            if not a or not b:
+                continue
+            summary_a = {name: _summary(list(a.values()))}
+            summary_b = {name: _summary(list(b.values()))}
+            diff = ladder.paired(a, b)
+            cell = "–"
+            if diff is not None:
+                mark = "no difference" if diff["no_difference"] else "differs"
+                cell = f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} ({mark})"
+            lines.append(
+                f"| {label} ({len(a)}) | {name} | {ladder.fmt(summary_b, name)} | "
+                f"{ladder.fmt(summary_a, name)} | {cell} |"
+            )
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
