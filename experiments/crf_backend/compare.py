@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROWS = {"fickle_0.9": "FickleNet p=0.9 seeds", "deterministic": "deterministic seeds"}
-FIGURES = ["segmenter mIoU", "segmenter mIoU + CRF"]
+FIGURES = [
+    "segmenter mIoU",
+    "segmenter mIoU + CRF",
+    "segmenter mIoU (train)",
+    "grown seed mIoU (train)",
+]
+# Figures of the segment stage's own metrics.json (scored on `train`), under their
+# current key and the key of the ladder's commit.
+SEGMENT_KEYS = {
+    "segmenter mIoU (train)": ("train/miou", "train/pred_miou"),
+    "grown seed mIoU (train)": ("grown_seed/miou", "train/grown_seeds_miou"),
+}
 
 
 def _ladder_gather() -> Any:
@@ -26,6 +38,17 @@ def _ladder_gather() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read(job: Path) -> dict[str, float | None]:
+    """The ladder's figures of a run, and the segment stage's figures on train."""
+    figures = LADDER.read_run(job)
+    metrics = job / "metrics.json"
+    segment = json.loads(metrics.read_text()).get("segment", {}) if metrics.is_file() else {}
+    for name, keys in SEGMENT_KEYS.items():
+        values = [segment[k] for k in keys if segment.get(k) is not None]
+        figures[name] = float(values[0]) if values else None
+    return figures
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -51,10 +74,10 @@ def main() -> None:
     for row, label in ROWS.items():
         ours = {}
         for job in sorted((Path(args.runs_dir) / row).glob("seed*")):
-            figures = ladder.read_run(job)
+            figures = read(job)
             if figures["segmenter mIoU"] is not None:
                 ours[int(job.name.removeprefix("seed"))] = figures
-        theirs = {s: ladder.read_run(j) for s, j in reference.get(row, {}).items() if s in ours}
+        theirs = {s: read(j) for s, j in reference.get(row, {}).items() if s in ours}
         for name in FIGURES:
             a = {s: f[name] for s, f in ours.items() if f[name] is not None}
             b = {s: f[name] for s, f in theirs.items() if f[name] is not None}
