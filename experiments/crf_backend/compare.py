@@ -40,6 +40,9 @@ def _ladder_gather() -> Any:
     return module
 
 
+LADDER = _ladder_gather()
+
+
 def read(job: Path) -> dict[str, float | None]:
     """The ladder's figures of a run, and the segment stage's figures on train."""
     figures = LADDER.read_run(job)
@@ -51,22 +54,13 @@ def read(job: Path) -> dict[str, float | None]:
     return figures
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
-    mean, std = LADDER.mean_std(values)
-    return {"mean": mean, "std": std, "n": len(values)}
-
-
-LADDER = _ladder_gather()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", nargs="?", default="runs/crf_backend")
     parser.add_argument("--ladder", default="runs/ladder")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
-    ladder = LADDER
-    reference = ladder.find_jobs(Path(args.ladder))
+    reference = LADDER.find_jobs(Path(args.ladder))
     lines = [
         "| seeds | figure | pydensecrf (the ladder) | torch | torch − pydensecrf, paired |",
         "|---|---|---|---|---|",
@@ -79,20 +73,18 @@ def main() -> None:
                 ours[int(job.name.removeprefix("seed"))] = figures
         theirs = {s: read(j) for s, j in reference.get(row, {}).items() if s in ours}
         for name in FIGURES:
-            a = {s: f[name] for s, f in ours.items() if f[name] is not None}
-            b = {s: f[name] for s, f in theirs.items() if f[name] is not None}
-            if not a or not b:
+            summary_a = LADDER.summarize(ours, [name])
+            summary_b = LADDER.summarize(theirs, [name])
+            if name not in summary_a or name not in summary_b:
                 continue
-            summary_a = {name: _summary(list(a.values()))}
-            summary_b = {name: _summary(list(b.values()))}
-            diff = ladder.paired(a, b)
+            diff = LADDER.paired_on(ours, theirs, name)
             cell = "–"
             if diff is not None:
                 mark = "no difference" if diff["no_difference"] else "differs"
                 cell = f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} ({mark})"
             lines.append(
-                f"| {label} ({len(a)}) | {name} | {ladder.fmt(summary_b, name)} | "
-                f"{ladder.fmt(summary_a, name)} | {cell} |"
+                f"| {label} ({summary_a[name]['n']}) | {name} | {LADDER.fmt(summary_b, name)} | "
+                f"{LADDER.fmt(summary_a, name)} | {cell} |"
             )
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)

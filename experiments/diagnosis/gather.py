@@ -110,24 +110,6 @@ def read_sweeps(root: Path, pattern: str) -> dict[str, Runs]:
     return out
 
 
-def summarize(runs: Runs, names: list[str]) -> dict[str, Any]:
-    summary = {}
-    for name in names:
-        values = [r[name] for r in runs.values() if r.get(name) is not None]
-        if values:
-            mean, std = LADDER.mean_std(values)
-            summary[name] = {"mean": mean, "std": std, "n": len(values)}
-    return summary
-
-
-def compare(a: Runs, b: Runs, name: str) -> dict[str, Any] | None:
-    """Paired a - b on one figure over the seeds both have."""
-    return LADDER.paired(
-        {s: r[name] for s, r in a.items() if r.get(name) is not None},
-        {s: r[name] for s, r in b.items() if r.get(name) is not None},
-    )
-
-
 def _diff(c: dict[str, Any] | None) -> str:
     if c is None:
         return "–"
@@ -135,10 +117,17 @@ def _diff(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f}{mark}"
 
 
+def _fickle_minus_deterministic(runs: dict[str, Runs], what: str) -> list[tuple[str, Runs, Runs]]:
+    """The FickleNet − deterministic pair of one setting's rows, when it has both."""
+    if {"fickle_0.9", "deterministic"} <= runs.keys():
+        return [(f"FickleNet − deterministic, {what}", runs["fickle_0.9"], runs["deterministic"])]
+    return []
+
+
 def _table(rows: list[tuple[str, Runs]], names: list[str]) -> list[str]:
     lines = ["| row | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for label, runs in rows:
-        summary = summarize(runs, names)
+        summary = LADDER.summarize(runs, names)
         cells = " | ".join(LADDER.fmt(summary, n) for n in names)
         lines.append(f"| {label} | {len(runs)} | {cells} |")
     return lines
@@ -147,7 +136,9 @@ def _table(rows: list[tuple[str, Runs]], names: list[str]) -> list[str]:
 def _paired_table(pairs: list[tuple[str, Runs, Runs]], names: list[str]) -> list[str]:
     lines = ["| a − b | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, a, b in pairs:
-        lines.append(f"| {label} | " + " | ".join(_diff(compare(a, b, n)) for n in names) + " |")
+        lines.append(
+            f"| {label} | " + " | ".join(_diff(LADDER.paired_on(a, b, n)) for n in names) + " |"
+        )
     return lines
 
 
@@ -197,15 +188,7 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [(f"{ROWS[r]}, gradcam (the ladder)", s3[r]) for r in ROWS if r in s3]
         rows += [(f"{ROWS[r]}, grad_x_act", gxa[r]) for r in ROWS if r in gxa]
         out += ["## grad_x_act maps → DSRG (val; %)", "", *_table(rows, seg_names), ""]
-        pairs = []
-        if {"fickle_0.9", "deterministic"} <= gxa.keys():
-            pairs.append(
-                (
-                    "FickleNet − deterministic, both grad_x_act",
-                    gxa["fickle_0.9"],
-                    gxa["deterministic"],
-                )
-            )
+        pairs = _fickle_minus_deterministic(gxa, "both grad_x_act")
         pairs += [
             (f"{ROWS[r]}: grad_x_act − gradcam", gxa[r], s3[r])
             for r in ROWS
@@ -227,11 +210,7 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [(f"{ROWS[r]}, s=3 (the ladder)", s3[r]) for r in ROWS if r in s3]
         rows += [(f"{ROWS[r]}, s=5", s5[r]) for r in ROWS if r in s5]
         out += ["## Window size s=5 (val; %)", "", *_table(rows, names), ""]
-        pairs = []
-        if {"fickle_0.9", "deterministic"} <= s5.keys():
-            pairs.append(
-                ("FickleNet − deterministic, both s=5", s5["fickle_0.9"], s5["deterministic"])
-            )
+        pairs = _fickle_minus_deterministic(s5, "both s=5")
         pairs += [(f"{ROWS[r]}: s=5 − s=3", s5[r], s3[r]) for r in ROWS if r in s5 and r in s3]
         out += ["Paired by training seed (points; * = outside ±2 standard errors of 0):", ""]
         out += _paired_table(pairs, names) + [""]

@@ -153,6 +153,27 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     }
 
 
+def summarize(runs: dict[int, dict[str, float | None]], names: list[str]) -> dict[str, Any]:
+    """{figure: {mean, std, n}} over the runs that have it."""
+    summary = {}
+    for name in names:
+        values = [r[name] for r in runs.values() if r.get(name) is not None]
+        if values:
+            mean, std = mean_std(values)
+            summary[name] = {"mean": mean, "std": std, "n": len(values)}
+    return summary
+
+
+def paired_on(
+    a: dict[int, dict[str, float | None]], b: dict[int, dict[str, float | None]], name: str
+) -> dict[str, Any] | None:
+    """:func:`paired` on one figure of two rows' runs ({seed: figures})."""
+    return paired(
+        {s: r[name] for s, r in a.items() if r.get(name) is not None},
+        {s: r[name] for s, r in b.items() if r.get(name) is not None},
+    )
+
+
 def job_overrides(job: Path) -> dict[str, str]:
     """The ``key=value`` overrides Hydra recorded for a job."""
     import yaml
@@ -183,21 +204,12 @@ def gather(runs_dir: Path) -> dict[str, Any]:
                 runs[seed] = figures
         if not runs:
             continue
-        summary = {}
-        for name, _, _ in FIGURES:
-            values = [r[name] for r in runs.values() if r[name] is not None]
-            if values:
-                mean, std = mean_std(values)
-                summary[name] = {"mean": mean, "std": std, "n": len(values)}
+        summary = summarize(runs, [name for name, _, _ in FIGURES])
         rows[row] = {"runs": runs, "summary": summary, "jobs": {s: str(j) for s, j in jobs.items()}}
     comparisons = {}
     if "fickle_0.9" in rows and "deterministic" in rows:
         for name in ("seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF"):
-            a = {s: r[name] for s, r in rows["fickle_0.9"]["runs"].items() if r[name] is not None}
-            b = {
-                s: r[name] for s, r in rows["deterministic"]["runs"].items() if r[name] is not None
-            }
-            result = paired(a, b)
+            result = paired_on(rows["fickle_0.9"]["runs"], rows["deterministic"]["runs"], name)
             if result is not None:
                 comparisons[name] = result
     return {"rows": rows, "fickle_0.9_minus_deterministic": comparisons}
