@@ -10,16 +10,11 @@ BIN=${BIN:-.venv/bin}
 LADDER=${LADDER:-runs/ladder}
 OUT=${OUT:-runs/crf_backend}
 mkdir -p "$OUT"
+# shellcheck source=../ladder/job_of.sh
+source "$(dirname "$0")/../ladder/job_of.sh"
 for row in fickle_0.9 deterministic; do
     for seed in 0 1 2; do
-        job=""
-        for j in "$LADDER"/table5/*/; do
-            if grep -qx -- "- table5=$row" "$j.hydra/overrides.yaml" \
-                && grep -qx -- "- seed=$seed" "$j.hydra/overrides.yaml"; then
-                job=${j%/}
-            fi
-        done
-        [ -n "$job" ] || { echo "no ladder job for table5=$row seed=$seed under $LADDER" >&2; exit 1; }
+        job=$(job_of "$row" "$seed")
         dir="$OUT/$row/seed$seed"
         mkdir -p "$OUT/$row"
         [ -f "$dir/metrics.json" ] && grep -q evaluate_crf "$dir/metrics.json" && continue

@@ -21,18 +21,8 @@ export OMP_NUM_THREADS=1
 Q="trainer.enable_progress_bar=false data.num_workers=0"
 mkdir -p "$OUT/maps"
 
-job_of() {  # table5 row, seed -> the ladder job that trained it
-    local j
-    for j in "$LADDER"/table5/*/ "$LADDER"/table5_more/*/; do
-        if grep -qx -- "- table5=$1" "$j.hydra/overrides.yaml" \
-            && grep -qx -- "- seed=$2" "$j.hydra/overrides.yaml"; then
-            echo "${j%/}"
-            return
-        fi
-    done
-    echo "no ladder job for table5=$1 seed=$2 under $LADDER: run experiments/ladder/run.sh" >&2
-    return 1
-}
+# shellcheck source=../ladder/job_of.sh
+source "$(dirname "$0")/../ladder/job_of.sh"
 
 # name -> map-time overrides; "ladder" is the ladder's own setting (N=200, max,
 # gradcam, fg 0.5).
