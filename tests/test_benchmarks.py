@@ -35,11 +35,14 @@ def test_the_suite_runs_and_reports_every_figure(tmp_path):
         ENV,
     )
     figures = {row["figure"]: row for row in json.loads(out.read_text())["rows"]}
-    assert "localization, N=20 grad_x_act" in figures and "localization, one-pass CAM" in figures
+    for kind in ("one-pass CAM", "N=20 gradcam", "N=20 grad_x_act"):
+        for precision in ("fp32", "mixed"):
+            assert f"localization, {kind}, {precision}" in figures
+    assert figures["localization, N=20 gradcam, fp32"]["vs_cam"] > 0
     for name, row in figures.items():
         assert row["images_per_s"] > 0 and row["peak_mb"] > 0, name
     mixed = [r for n, r in figures.items() if "mixed" in n]
-    assert len(mixed) == 3 and all(r["speed_up_vs_fp32"] > 0 for r in mixed)
+    assert len(mixed) == 6 and all(r["speed_up_vs_fp32"] > 0 for r in mixed)
     assert 0 < figures["DSRG segmenter step, float32"]["crf_share"] < 1
     assert 0 < figures["DSRG segmenter step, CRF on the device, float32"]["crf_share"] < 1
     assert "| figure |" in proc.stdout and "$ python" in proc.stdout

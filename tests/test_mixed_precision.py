@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ficklenet.localization import sample_maps, stochastic_maps
+from ficklenet.localization import sample_maps, sample_maps_many, stochastic_maps
 from ficklenet.models.fickle import Dropout, FickleHead
 
 # bf16 keeps 8 bits of mantissa: features rounded to bf16 move each product by up to
@@ -68,6 +68,27 @@ def test_closed_form_maps_of_bf16_features(formula):
         for f in (x1.to(torch.bfloat16), x1.to(torch.bfloat16).float())
     )
     torch.testing.assert_close(agg, agg32)
+
+
+@pytest.mark.parametrize("formula", ["gradcam", "grad_x_act"])
+def test_maps_made_inside_an_autocast_region_are_float32_maps(formula):
+    """The localize stage calls the map arithmetic inside the precision plugin's
+    autocast; it must not lower it (CPU autocast would make embedding_bag's table
+    bf16): the maps equal the float32 maps of the same features, bit for bit."""
+    head, x = _head_and_x()
+    xs = [x[:1], x[1:2, :, :5]]
+
+    def maps():
+        one = sample_maps(head, xs[0], [0, 3], 8, torch.Generator().manual_seed(2), formula)
+        gens = [torch.Generator().manual_seed(3 + i) for i in range(2)]
+        return [one, *sample_maps_many(head, xs, [[1], [0, 2]], 8, gens, formula)]
+
+    want = maps()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = maps()
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        assert torch.equal(g, w)
 
 
 def test_mask_sampling_on_the_device_is_deterministic_per_seed():

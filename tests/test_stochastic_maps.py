@@ -8,7 +8,7 @@ import torch
 
 import ficklenet.localization.closed_form as closed_form_mod
 import ficklenet.localization.keep_bits as keep_bits_mod
-from ficklenet.localization import normalize_maps, sample_maps, stochastic_maps
+from ficklenet.localization import normalize_maps, sample_maps, sample_maps_many, stochastic_maps
 from ficklenet.localization.maps import keep_bits_table, sample_keep_bits
 from ficklenet.models.fickle import FickleHead
 
@@ -307,6 +307,98 @@ def test_sample_maps_edge_cases():
         sample_maps(head, x, [0], 0, gen)
 
 
+_SHAPES = [(6, 5), (7, 7), (6, 5), (4, 6)]
+_CLASSES = [[4, 0], [1], [], [2, 3, 0]]
+
+
+def _images():
+    return [_features(4, h, w, seed=i) for i, (h, w) in enumerate(_SHAPES)]
+
+
+def _gens():
+    return [torch.Generator().manual_seed(20 + i) for i in range(len(_SHAPES))]
+
+
+@pytest.mark.parametrize("formula", ["grad_x_act", "gradcam"])
+@pytest.mark.parametrize("dropout", ["fickle", "general"])
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_many_images_give_each_image_its_own_maps(formula, dropout, aggregate):
+    """Images of other sizes and class counts (one without classes) batched
+    together: each gets what sample_maps gives it alone with its generator."""
+    head = _head(c=4, k=5, s=3, p=0.6, dropout=dropout)
+    xs = _images()
+    kw = dict(formula=formula, chunk=3, aggregate=aggregate)
+    want = [
+        sample_maps(head, x, c, 7, g, **kw) for x, c, g in zip(xs, _CLASSES, _gens(), strict=True)
+    ]
+    got = sample_maps_many(head, xs, _CLASSES, 7, _gens(), **kw)
+    for g, w, (h, wd), c in zip(got, want, _SHAPES, _CLASSES, strict=True):
+        assert g.shape == w.shape == (len(c), h, wd)
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert all(float(g.amax()) > 0 for g in got if g.numel())  # not vacuous
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_gradcam_all_at_once_and_chunk_by_chunk_draw_the_same_masks(aggregate):
+    """A budget too small for one image's N maps makes them chunk by chunk, from
+    the same draws: the maps agree to rounding (other draws would not)."""
+    head = _head(c=4, k=5, s=3, p=0.6)
+    x = _features(4, 6, 5)
+    kw = dict(formula="gradcam", chunk=3, aggregate=aggregate, return_all=True)
+    agg, every = sample_maps(head, x, [4, 1], 8, torch.Generator().manual_seed(3), **kw)
+    tiny = sample_maps(head, x, [4, 1], 8, torch.Generator().manual_seed(3), memory_mb=1e-6, **kw)
+    torch.testing.assert_close(every, tiny[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(agg, tiny[0], rtol=1e-12, atol=1e-12)
+
+
+def test_memory_budget_bounds_every_batched_call(monkeypatch):
+    """The budget holds two of these images' N gradcam maps: they go two by two;
+    with a budget below one image's, each goes chunk by chunk (``chunk`` maps per
+    call); the maps are the same either way."""
+    from ficklenet.localization import maps as maps_mod
+
+    head = _head(c=4, k=5, s=3, p=0.6)
+    xs = [_features(4, 6, 5, seed=i) for i in range(4)]
+    classes = [[0, 1]] * 4
+    seen = []
+    original = closed_form_mod._gradcam_stacked
+
+    def spy(sts, counts):
+        seen.append((len(sts), counts.shape[1], maps_mod._together_bytes(sts, counts.shape[1])))
+        return original(sts, counts)
+
+    monkeypatch.setattr(closed_form_mod, "_gradcam_stacked", spy)
+    one = maps_mod._together_bytes([closed_form_mod._setup(head, xs[0], [0, 1])], 8)
+    per_mask = closed_form_mod.gradcam_bytes_per_mask(4, 8, 2, 30)
+    assert one == 8 * per_mask  # N masks × (3·C·O + 2·K·C + 3·K·h·w) × 4 bytes
+    kw = dict(formula="gradcam", chunk=3)
+    budget = 2.5 * one / 2**20
+    pairs = sample_maps_many(head, xs, classes, 8, _gens(), memory_mb=budget, **kw)
+    assert [(i, b) for i, b, _ in seen] == [(2, 8), (2, 8)]
+    assert all(used <= budget * 2**20 for *_, used in seen)
+    seen.clear()
+    alone = sample_maps_many(head, xs, classes, 8, _gens(), memory_mb=0.5 * one / 2**20, **kw)
+    assert [(i, b) for i, b, _ in seen] == [(1, 3), (1, 3), (1, 2)] * 4
+    for a, b in zip(pairs, alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_many_images_refuse_mismatched_lists():
+    head = _head()
+    with pytest.raises(ValueError, match="one of each per image"):
+        sample_maps_many(head, _images(), _CLASSES[:2], 3, _gens())
+    with pytest.raises(ValueError, match="memory_mb"):
+        sample_maps(head, _images()[0], [0], 3, memory_mb=0)
+
+
+def test_grad_x_act_work_unit_follows_the_budget():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert closed_form_mod._unit(cuda, 32, 2**30) == (32, 2**26)
+    assert closed_form_mod._unit(cuda, 32, 2**20) == (32, 2**16)
+    assert closed_form_mod._unit(cpu, 32, 2**30) == (1, closed_form_mod._UNIT_CPU)
+    assert closed_form_mod._unit(cpu, 32, 2**20) == (1, 2**16)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_uses_the_device_generator_and_matches_cpu_formula():
     head = _head(c=8, k=4, s=3, p=0.7).cuda()
@@ -320,3 +412,23 @@ def test_cuda_uses_the_device_generator_and_matches_cpu_formula():
         stochastic_maps(head, x, [1, 3], masks).cpu(),
         stochastic_maps(head.cpu(), x.cpu(), [1, 3], masks.cpu()),
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("formula", ["grad_x_act", "gradcam"])
+def test_cuda_many_images_are_reproducible_and_match_one_at_a_time(formula):
+    head = _head(c=4, k=5, s=3, p=0.6).cuda()
+    xs = [x.cuda() for x in _images()]
+
+    def gens():
+        return [torch.Generator(device="cuda").manual_seed(20 + i) for i in range(len(xs))]
+
+    a = sample_maps_many(head, xs, _CLASSES, 9, gens(), formula, chunk=4)
+    b = sample_maps_many(head, xs, _CLASSES, 9, gens(), formula, chunk=4)
+    alone = [
+        sample_maps(head, x, c, 9, g, formula, chunk=4)
+        for x, c, g in zip(xs, _CLASSES, gens(), strict=True)
+    ]
+    for u, v, w in zip(a, b, alone, strict=True):
+        assert u.is_cuda and torch.equal(u, v)
+        torch.testing.assert_close(u, w)

@@ -5,11 +5,15 @@
 
 Each figure is a median over repeats after a warm-up, on one device, in one run:
 
-1. **Localization** (FickleNet Sec. 3.3): images/s of whole map generation — backbone
-   once, N stochastic passes in closed form (:func:`ficklenet.localization.sample_maps`),
-   both formulas — and of plain one-pass CAM (backbone + the head's score map) on the
-   same images; their ratio. VOC size: VGG16 (random weights: the speed does not
-   depend on them), 321×321 → 41×41×512, s=9, p=0.9, N=200, two classes per image.
+1. **Localization** (FickleNet Sec. 3.3): images/s of whole map generation for a
+   group of images as ``ficklenet-localize`` does it (``Localizer.group_maps``:
+   backbone once per image, batched, N stochastic passes in closed form through
+   :func:`ficklenet.localization.sample_maps_many`, maps brought to image size),
+   both formulas, and of plain one-pass CAM (backbone + the head's score map,
+   brought to image size) on the same images; their ratio; in float32 and under
+   mixed-precision autocast. VOC size: VGG16 (random weights: the speed does not
+   depend on them), groups of 8 images of 321×321 → 41×41×512, s=9, p=0.9, N=200,
+   two classes per image.
 2. **Training steps**: classifier (backbone + FickleHead, soft-margin loss) and DSRG
    segmenter (forward, training CRF in worker processes, growing, both losses,
    backward, optimiser step; and the same with the training CRF on the device,
@@ -42,10 +46,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from ficklenet.config.schema import LocalizeOptions
 from ficklenet.dsrg.crf import shutdown_pools
+from ficklenet.geometry import grid_to_image
 from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.lit.localizer import Localizer
 from ficklenet.lit.segmenter import DSRGSegmenter
-from ficklenet.localization import sample_maps
 
 SIZES: dict[str, dict[str, Any]] = {
     "voc": dict(backbone="vgg16", crop=321, s=9, n=200, batch=20, images=8),
@@ -115,45 +121,60 @@ def images(batch: int, crop: int, device: torch.device) -> torch.Tensor:
     return F.interpolate(coarse, size=(crop, crop), mode="bilinear").to(device)
 
 
-def bench_localization(size: dict[str, Any], device: torch.device, repeats: int) -> list[dict]:
+def _localizer(size: dict[str, Any], device: torch.device, formula: str) -> Localizer:
+    """The localize stage's module (its group_maps is what ``ficklenet-localize``
+    runs per group of images) on a VGG16 or small classifier, p=0.9."""
     model = FickleClassifier(_compose("classify", size), load_pretrained=False).to(device).eval()
     model.head.p = 0.9
+    settings = OmegaConf.structured(LocalizeOptions(n=size["n"], formula=formula))
+    return Localizer(model, settings, Path("unused"), None, seed=0, overlay_ids=set()).to(device)
+
+
+def bench_localization(size: dict[str, Any], device: torch.device, repeats: int) -> list[dict]:
+    """Images/s of one-pass CAM and of N-pass maps on a group of ``images`` images
+    (the localize stage's ``batch_size``), both through the backbone together and
+    brought to image size; in float32 and under mixed-precision autocast."""
     batch = images(size["images"], size["crop"], device)
-    rows = []
+    ids = [f"image{k}" for k in range(len(batch))]
+    classes = [[3, 11]] * len(batch)
+    rows: list[dict] = []
+    fp32_rate: dict[str, float] = {}
 
-    @torch.no_grad()
-    def cam() -> None:
-        for k in range(len(batch)):
-            model.head.score_map(model.features(batch[k : k + 1]))[:, [3, 11]].clamp_min(0)
+    def add(kind: str, precision: str, seconds: float, cam_rate: float | None) -> float:
+        rate = len(batch) / seconds
+        row = {"figure": f"localization, {kind}, {precision}", "images_per_s": rate}
+        if cam_rate is not None:
+            row["vs_cam"] = cam_rate / rate
+        if precision == "mixed":
+            row["speed_up_vs_fp32"] = rate / fp32_rate[kind]
+        fp32_rate.setdefault(kind, rate)
+        rows.append({**row, "peak_mb": peak_memory_mb(device)})
+        return rate
 
-    reset_peak(device)
-    seconds = timed(cam, device, repeats)
-    rows.append(
-        {
-            "figure": "localization, one-pass CAM",
-            "images_per_s": len(batch) / seconds,
-            "peak_mb": peak_memory_mb(device),
-        }
-    )
-    for formula in ("gradcam", "grad_x_act"):
+    for precision in ("fp32", "mixed"):
+        dtype = mixed_dtype(device) if precision == "mixed" else None
+        loc = _localizer(size, device, "gradcam")
 
         @torch.no_grad()
-        def maps(formula: str = formula) -> None:
-            for k in range(len(batch)):
-                x = model.features(batch[k : k + 1])
-                gen = torch.Generator(device=device).manual_seed(k)
-                sample_maps(model.head, x, [3, 11], size["n"], gen, formula=formula)
+        def cam(loc: Localizer = loc, dtype: torch.dtype | None = dtype) -> None:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                maps = loc.classifier.head.score_map(loc.classifier.features(batch))
+            stride = loc.classifier.backbone.output_stride
+            for m in maps[:, [3, 11]].float().clamp_min(0):
+                grid_to_image(m, tuple(batch.shape[2:]), stride).cpu()
 
         reset_peak(device)
-        seconds = timed(maps, device, repeats)
-        rows.append(
-            {
-                "figure": f"localization, N={size['n']} {formula}",
-                "images_per_s": len(batch) / seconds,
-                "peak_mb": peak_memory_mb(device),
-                "vs_cam": rows[0]["images_per_s"] / (len(batch) / seconds),
-            }
-        )
+        cam_rate = add("one-pass CAM", precision, timed(cam, device, repeats), None)
+        for formula in ("gradcam", "grad_x_act"):
+            loc = _localizer(size, device, formula)
+
+            @torch.no_grad()
+            def maps(loc: Localizer = loc, dtype: torch.dtype | None = dtype) -> None:
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loc.group_maps(list(batch), ids, classes)
+
+            reset_peak(device)
+            add(f"N={size['n']} {formula}", precision, timed(maps, device, repeats), cam_rate)
     return rows
 
 

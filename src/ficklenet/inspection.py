@@ -169,6 +169,7 @@ class RunView:
             generator=gen,
             formula=opt.formula,
             chunk=int(opt.chunk),
+            memory_mb=float(opt.memory_mb),
             aggregate=opt.aggregate,
             return_all=True,
         )

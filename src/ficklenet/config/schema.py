@@ -289,8 +289,15 @@ class LocalizeOptions:
     formula: Formula = Formula.gradcam
     # How the N max-normalised maps combine: max (union, the paper) or mean.
     aggregate: Aggregate = Aggregate.max
-    # Masks drawn per batch of passes: bounds memory (N is split into chunks).
+    # Masks drawn per random-number call; with the seed it fixes the draws.
     chunk: int = 25
+    # Images localized together: consecutive ids of the split (the same groups
+    # whatever the ranks or resume point). Equal-size images share a backbone pass,
+    # and with gradcam their N maps are made together within memory_mb.
+    batch_size: int = 8
+    # MiB of temporaries one call of the map arithmetic may hold (gradcam: the N
+    # maps of as many images as fit; grad_x_act: the work unit on CUDA).
+    memory_mb: float = 1024.0
     # Image scales (multi-scale maps are upsampled to the image and combined).
     scales: list[float] = field(default_factory=lambda: [1.0])
     # Also run each scale on the flipped image.

@@ -1,16 +1,20 @@
 """Stage 2 as a Lightning predict loop: maps and seeds for every image, once.
 
-Lightning runs it on one CPU, one GPU or across DDP ranks. Images are split
-between ranks by :class:`LocalizeDataModule` (ids ``todo[rank::world]``, no
-padding, so each image is written exactly once), images already done by an
-interrupted run are skipped, and every file is written atomically. Each image
-draws its dropout masks from a generator seeded by (seed, id, scale, flip), so
-its maps are bit-identical whatever the rank, order or resume point.
+Lightning runs it on one CPU, one GPU or across DDP ranks. Images are
+localized in groups of ``localize.batch_size`` consecutive ids of the run's
+id list (:func:`image_groups`); the groups are split between ranks by
+:class:`LocalizeDataModule` (``groups[rank::world]``, no padding, so each image
+is written exactly once), groups whose images are all done by an interrupted
+run are skipped, and every file is written atomically. Each image draws its
+dropout masks from a generator seeded by (seed, id, scale, flip), and a group
+is the same whatever the rank or resume point, so maps are bit-identical
+across ranks, orders and resumes.
 
-Per image (FickleNet Sec. 3.3): the backbone runs once per scale (and flip),
-the head's N stochastic passes are computed in closed form
-(:func:`ficklenet.localization.sample_maps`), the aggregated maps are upsampled
-to the image, combined over scales, and thresholded into seeds.
+Per group (FickleNet Sec. 3.3): the backbone runs once per scale (and flip) on
+the images of equal size together, the head's N stochastic passes are computed
+in closed form (:func:`ficklenet.localization.sample_maps_many`, batched within
+``localize.memory_mb``), the aggregated maps are upsampled to each image,
+combined over scales, and thresholded into seeds.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ficklenet.data.classes import save_palette_png
 from ficklenet.data.datasets import SegmentationDataset
@@ -31,7 +35,12 @@ from ficklenet.data.voc import VOCReader
 from ficklenet.files import atomic_path
 from ficklenet.geometry import resize, scaled_size
 from ficklenet.lit.classifier import FickleClassifier
-from ficklenet.localization import combine_scales, make_seeds, normalize_maps, sample_maps
+from ficklenet.localization import (
+    combine_scales,
+    make_seeds,
+    normalize_maps,
+    sample_maps_many,
+)
 from ficklenet.models.fickle import check_rate
 from ficklenet.viz import label_overlay, map_overlay, save_panel
 
@@ -51,27 +60,50 @@ def is_done(run_dir: Path, image_id: str) -> bool:
     return maps.is_file() and seeds.is_file()
 
 
-def _collate_one(items: list[dict]) -> dict:
-    (item,) = items
-    return item
+def image_groups(indices: list[int], size: int) -> list[list[int]]:
+    """Consecutive runs of ``size`` dataset indices: the units localized together.
+
+    Made from the run's whole id list, never from what is left to do, so an image
+    is batched with the same others whatever the rank count or resume point.
+    """
+    if size < 1:
+        raise ValueError(f"localize.batch_size={size}: must be at least 1")
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+class _Groups(Dataset):
+    """Items of a dataset, a group of indices at a time."""
+
+    def __init__(self, dataset: Dataset, groups: list[list[int]]) -> None:
+        self.dataset = dataset
+        self.groups = groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, g: int) -> list[dict]:
+        return [self.dataset[i] for i in self.groups[g]]
+
+
+def _collate_one(items: list[list[dict]]) -> list[dict]:
+    (group,) = items
+    return group
 
 
 class LocalizeDataModule(pl.LightningDataModule):
-    """The images still to do, sharded by rank without padding."""
+    """The groups with images still to do, sharded by rank without padding."""
 
-    def __init__(self, reader: VOCReader, todo: list[int], num_workers: int = 0) -> None:
+    def __init__(self, reader: VOCReader, groups: list[list[int]], num_workers: int = 0) -> None:
         super().__init__()
-        targets = "none"
-        self.dataset = SegmentationDataset(reader, EvalTransform(None), targets=targets)
-        self.todo = todo
+        self.dataset = SegmentationDataset(reader, EvalTransform(None), targets="none")
+        self.groups = groups
         self.num_workers = num_workers
 
     def predict_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
-        shard = Subset(self.dataset, self.todo[rank::world])
         return DataLoader(
-            shard,
+            _Groups(self.dataset, self.groups[rank::world]),
             batch_size=1,
             shuffle=False,
             num_workers=self.num_workers,
@@ -102,43 +134,77 @@ class Localizer(pl.LightningModule):
         self.seed = seed
         self.overlay_ids = overlay_ids
 
-    def image_maps(self, image: torch.Tensor, image_id: str, classes: list[int]) -> np.ndarray:
-        """Aggregated, max-normalised maps (len(classes), H, W) at image size."""
+    def group_maps(
+        self, images: list[torch.Tensor], image_ids: list[str], classes: list[list[int]]
+    ) -> list[np.ndarray]:
+        """Aggregated, max-normalised maps (len(classes[i]), H_i, W_i) at image size."""
         settings = self.settings
-        _, h, w = image.shape
-        passes, sizes, flips = [], [], []
-        for si, scale in enumerate(settings.scales):
-            size = scaled_size((h, w), scale, minimum=8)
-            scaled = resize(image[None], size)
-            for flipped in [False, True] if settings.flip else [False]:
-                x = self.classifier.features(scaled.flip(-1) if flipped else scaled)
-                gen = torch.Generator(device=x.device)
-                gen.manual_seed(image_seed(self.seed, image_id, si, flipped))
-                passes.append(
-                    sample_maps(
-                        self.classifier.head,
-                        x,
-                        classes,
-                        n=int(settings.n),
-                        generator=gen,
-                        formula=settings.formula,
-                        chunk=int(settings.chunk),
-                        aggregate=settings.aggregate,
-                    )
-                )
-                sizes.append(size)
-                flips.append(flipped)
+        head = self.classifier.head
         stride = self.classifier.backbone.output_stride
-        combined = combine_scales(passes, (h, w), stride, sizes, flips, how=settings.aggregate)
-        return normalize_maps(combined).clamp(0, 1).float().cpu().numpy()
+        passes: list[list[torch.Tensor]] = [[] for _ in images]
+        sizes: list[list[tuple[int, int]]] = [[] for _ in images]
+        flips: list[list[bool]] = [[] for _ in images]
+        for si, scale in enumerate(settings.scales):
+            scaled = [scaled_size(tuple(im.shape[1:]), scale, minimum=8) for im in images]
+            for flipped in [False, True] if settings.flip else [False]:
+                xs = self._features(images, scaled, flipped)
+                gens = []
+                for image_id in image_ids:
+                    gen = torch.Generator(device=self.device)
+                    gen.manual_seed(image_seed(self.seed, image_id, si, flipped))
+                    gens.append(gen)
+                maps = sample_maps_many(
+                    head,
+                    xs,
+                    classes,
+                    n=int(settings.n),
+                    generators=gens,
+                    formula=settings.formula,
+                    chunk=int(settings.chunk),
+                    aggregate=settings.aggregate,
+                    memory_mb=float(settings.memory_mb),
+                )
+                for i, m in enumerate(maps):
+                    passes[i].append(m)
+                    sizes[i].append(scaled[i])
+                    flips[i].append(flipped)
+        out = []
+        for i, image in enumerate(images):
+            size = tuple(image.shape[1:])
+            combined = combine_scales(
+                passes[i], size, stride, sizes[i], flips[i], how=settings.aggregate
+            )
+            out.append(normalize_maps(combined).clamp(0, 1).float().cpu().numpy())
+        return out
+
+    def _features(
+        self, images: list[torch.Tensor], sizes: list[tuple[int, int]], flipped: bool
+    ) -> list[torch.Tensor]:
+        """Backbone features (1, C, h, w) of each image resized to its size; images
+        of equal size go through the backbone together."""
+        xs: list[torch.Tensor | None] = [None] * len(images)
+        for size in dict.fromkeys(sizes):  # first-seen order: fixed by the group
+            idx = [i for i, s in enumerate(sizes) if s == size]
+            batch = torch.cat([resize(images[i][None], size) for i in idx])
+            feats = self.classifier.features(batch.flip(-1) if flipped else batch)
+            for j, i in enumerate(idx):
+                xs[i] = feats[j : j + 1]
+        return xs
 
     @torch.no_grad()
-    def predict_step(self, item: dict, batch_idx: int) -> None:
+    def predict_step(self, group: list[dict], batch_idx: int) -> None:
+        images = [item["image"].to(self.device) for item in group]
+        ids = [item["id"] for item in group]
+        # head outputs, 0-based
+        classes = [[int(c) for c in torch.nonzero(item["labels"]).flatten()] for item in group]
+        maps = self.group_maps(images, ids, classes)
+        for item, image_maps, image_classes in zip(group, maps, classes, strict=True):
+            if not is_done(self.run_dir, item["id"]):
+                self._write(item, image_maps, image_classes)
+
+    def _write(self, item: dict, maps: np.ndarray, classes: list[int]) -> None:
+        """One image's maps, seeds and overlay, seeds last (they mark it done)."""
         image_id = item["id"]
-        labels = item["labels"]
-        classes = [int(c) for c in torch.nonzero(labels).flatten()]  # head outputs, 0-based
-        image = item["image"].to(self.device)
-        maps = self.image_maps(image, image_id, classes)
         saliency = self.reader.saliency(image_id) if self.reader.saliency_dir else None
         seeds = make_seeds(
             maps,

@@ -1,7 +1,8 @@
 """Stage 2: localization maps from FickleNet's stochastic inference, and seeds.
 
 - :mod:`~ficklenet.localization.maps`: the N stochastic maps in closed form
-  (:func:`stochastic_maps` for given masks, :func:`sample_maps` to draw them).
+  (:func:`stochastic_maps` for given masks, :func:`sample_maps` to draw them,
+  :func:`sample_maps_many` for several images).
 - :mod:`~ficklenet.localization.aggregation`: max-normalisation, union/mean,
   multi-scale and flip.
 - :mod:`~ficklenet.localization.seeds`: seeds (SEC's rule) and the dense CAM
@@ -15,7 +16,13 @@ from ficklenet.localization.aggregation import (
     combine_scales,
     normalize_maps,
 )
-from ficklenet.localization.maps import FORMULAS, Formula, sample_maps, stochastic_maps
+from ficklenet.localization.maps import (
+    FORMULAS,
+    Formula,
+    sample_maps,
+    sample_maps_many,
+    stochastic_maps,
+)
 from ficklenet.localization.seeds import cam_labels, make_seeds
 
 __all__ = [
@@ -29,5 +36,6 @@ __all__ = [
     "make_seeds",
     "normalize_maps",
     "sample_maps",
+    "sample_maps_many",
     "stochastic_maps",
 ]

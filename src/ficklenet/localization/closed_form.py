@@ -58,10 +58,12 @@ from ficklenet.models.fickle import FickleHead
 
 # Keep words (16 bits) per unit of work; each unit holds a few int32 tensors of
 # this size. CPU: measured best of 2^16..2^20 on a 2-core AMD EPYC (2^18:
-# 1 MB per tensor); CUDA: large enough to keep the GPU busy (about 1 GB of
-# temporaries at 2^26).
+# 1 MB per tensor); CUDA: as many as the memory budget allows (2^26 words, a
+# GPU kept busy, at the default 1 GiB).
 _UNIT_CPU = 1 << 18
-_UNIT_CUDA = 1 << 26
+# Bytes of temporaries per keep word of a unit: the word, its two byte indices
+# and its x weight (4 bytes each).
+_BYTES_PER_WORD = 16
 
 
 # Table rows per byte group: 256 values plus a spare row. With exactly 256 the
@@ -132,16 +134,17 @@ def _setup(head: FickleHead, x: Tensor, classes: Sequence[int]) -> _Setup:
 # --------------------------------------------------------------------------- packing plan
 
 
-def _unit(device: torch.device, chunk: int) -> tuple[int, int]:
+def _unit(device: torch.device, chunk: int, memory_bytes: int) -> tuple[int, int]:
     """(masks, keep words) per unit of work on ``device``.
 
     On CPU one mask at a time: the x weights of a block are then a slice, not
     a copy, and a unit stays in cache. On CUDA ``chunk`` masks at a time, so
-    each kernel has enough work.
+    each kernel has enough work, and as many words as ``memory_bytes`` holds.
     """
+    fits = max(1, memory_bytes // _BYTES_PER_WORD)
     if device.type == "cuda":
-        return chunk, _UNIT_CUDA
-    return 1, _UNIT_CPU
+        return chunk, fits
+    return 1, min(_UNIT_CPU, fits)
 
 
 @dataclass
@@ -330,14 +333,44 @@ def _mask_counts(st: _Setup, masks: Tensor) -> Tensor:
 
 def _gradcam_from_counts(st: _Setup, counts: Tensor) -> Tensor:
     """Raw gradcam maps (B, K', h, w) from kept-window counts (B, C, O)."""
-    c, h, w = st.shape
-    s, r = st.s, st.s // 2
-    k = st.weight.shape[0]
-    w_off = st.weight.reshape(k, c, s * s)[:, :, [a * s + b for a, b in st.offsets]]
-    alpha = torch.einsum("kco,bco->bkc", w_off, counts.to(st.x.dtype))
-    alpha = alpha * (st.scale / (h * w)) + st.weight[:, :, r, r] * st.centre_scale
-    maps = torch.einsum("bkc,cq->bkq", alpha, st.x.reshape(c, h * w)).clamp_min_(0)
-    return maps.view(-1, k, h, w)
+    _, h, w = st.shape
+    return _gradcam_stacked([st], counts[None])[0].view(-1, st.weight.shape[0], h, w)
+
+
+def gradcam_bytes_per_mask(channels: int, offsets: int, classes: int, cells: int) -> int:
+    """Temporaries of one mask's gradcam map (:func:`_gradcam_stacked`): its counts
+    with their probabilities and draws (3·C·O floats), the channel weights (2·K'·C)
+    and the map with its normalised copy and a spare (3·K'·h·w)."""
+    return 4 * (3 * channels * offsets + 2 * classes * channels + 3 * classes * cells)
+
+
+def _gradcam_stacked(sts: Sequence[_Setup], counts: Tensor) -> Tensor:
+    """Raw gradcam maps of several images at once, (I, B, K, H·W), from their
+    kept-window counts (I, B, C, O).
+
+    Image i's classes fill the first K'_i of K = max K'_i (the rest are zero
+    maps) and its map the top-left h_i×w_i of the largest grid H×W (zero
+    elsewhere): two batched products make every image's B maps.
+    """
+    c = sts[0].shape[0]
+    s, r = sts[0].s, sts[0].s // 2
+    k = max(st.weight.shape[0] for st in sts)
+    big_h = max(st.shape[1] for st in sts)
+    big_w = max(st.shape[2] for st in sts)
+    picks = [a * s + b for a, b in sts[0].offsets]
+    w_off, centre, xs, factor = [], [], [], []
+    for st in sts:
+        _, h, w = st.shape
+        weight = F.pad(st.weight, (0, 0, 0, 0, 0, 0, 0, k - st.weight.shape[0]))
+        w_off.append(weight.reshape(k, c, s * s)[:, :, picks])
+        centre.append(weight[:, :, r, r] * st.centre_scale)
+        xs.append(F.pad(st.x, (0, big_w - w, 0, big_h - h)).reshape(c, big_h * big_w))
+        factor.append(st.scale / (h * w))
+    x0 = sts[0].x
+    scale = torch.tensor(factor, dtype=x0.dtype, device=x0.device)[:, None, None, None]
+    alpha = torch.einsum("ikco,ibco->ibkc", torch.stack(w_off), counts.to(x0.dtype))
+    alpha = alpha * scale + torch.stack(centre)[:, None]
+    return torch.einsum("ibkc,icq->ibkq", alpha, torch.stack(xs)).clamp_min_(0)
 
 
 # --------------------------------------------------------------------------- general dropout

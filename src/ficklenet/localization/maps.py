@@ -16,13 +16,21 @@ formulas, ``grad_x_act`` and ``gradcam``, are.
   for the nonzero entries of ``x`` whose windows lie inside the map
   (``grad_x_act``), Binomial counts of kept windows (``gradcam``), or plain
   bits (general dropout).
+- :func:`sample_maps_many`: the same for several images, each from its own
+  generator. With ``gradcam`` the N maps of as many images as the memory budget
+  holds are made together in two batched products; one image's ``grad_x_act``
+  passes already fill a GPU, so those run image by image.
 
 Both go through :class:`_Maps`, one object per (set-up, formula) that makes
 raw maps from given masks or from ``b`` masks' worth of fresh random draws.
 
 Random numbers come from ``generator`` (or the device's default generator) on
 ``x``'s device — torch's Philox on CUDA, mt19937 on CPU, never a copy between
-the two — so the same seed, device and ``chunk`` give bit-identical maps.
+the two. Draws are made per image, ``chunk`` masks per call, in the same order
+whether or not images are batched, so the same seed, device, ``chunk`` and
+``memory_mb`` (which sets the ``grad_x_act`` work unit) give the same draws;
+maps are then bit-identical for the same images batched the same way, and
+equal to rounding otherwise.
 
 Speed (``experiments/benchmarks/localization_speed.py``): on CPU the cost is
 about 3-5 ns per word of keep bits (mt19937, the alias passes and the
@@ -63,11 +71,14 @@ __all__ = [
     "keep_bits_table",
     "sample_keep_bits",
     "sample_maps",
+    "sample_maps_many",
     "stochastic_maps",
 ]
 
-# Masks per batch when ``chunk`` is None.
+# Masks per random-number call when ``chunk`` is None.
 _DEFAULT_CHUNK = {"cpu": 8, "cuda": 32}
+# Temporaries one call of the map arithmetic may hold when ``memory_mb`` is None.
+DEFAULT_MEMORY_MB = 1024
 
 
 # --------------------------------------------------------------------------- one pass
@@ -87,14 +98,14 @@ class _Maps:
         self.keep = 1.0 - st.p
 
     @staticmethod
-    def of(st: closed_form._Setup, formula: str, per_block: int) -> _Maps:
-        """The maps of ``st`` and ``formula``; ``per_block``: masks whose keep
-        words go through each block of the packing plan together."""
+    def of(st: closed_form._Setup, formula: str, chunk: int, memory_bytes: int) -> _Maps:
+        """The maps of ``st`` and ``formula``; ``chunk`` masks per call, work
+        units of at most ``memory_bytes`` of temporaries (``grad_x_act``)."""
         if st.kind == "general":
             return _GeneralMaps(st, formula)
         if formula == "gradcam":
             return _GradcamMaps(st, formula)
-        return _GradXActMaps(st, formula, per_block)
+        return _GradXActMaps(st, formula, chunk, memory_bytes)
 
     def of_masks(self, masks: Tensor) -> Tensor:
         """Raw maps of bool masks (B, ...) in the head's mask layout."""
@@ -128,21 +139,23 @@ class _GradcamMaps(_Maps):
         counts = closed_form._mask_counts(self.st, masks)
         return closed_form._gradcam_from_counts(self.st, counts)
 
-    def draw(self, b: int, generator: torch.Generator | None) -> Tensor:
+    def draw_counts(self, b: int, generator: torch.Generator | None) -> Tensor:
+        """Kept-window counts (b, C, O) of ``b`` fresh masks."""
         shape = (b, self.st.shape[0], len(self.trials))
-        counts = keep_bits._draw_counts(self.trials, self.keep, shape, generator)
-        return closed_form._gradcam_from_counts(self.st, counts)
+        return keep_bits._draw_counts(self.trials, self.keep, shape, generator)
+
+    def draw(self, b: int, generator: torch.Generator | None) -> Tensor:
+        return closed_form._gradcam_from_counts(self.st, self.draw_counts(b, generator))
 
 
 class _GradXActMaps(_Maps):
     """Fickle dropout, ``grad_x_act``: keep words of the plan's entries, summed
-    block by block (``per_block`` masks at a time)."""
+    block by block (``per_block`` masks at a time, :func:`closed_form._unit`)."""
 
-    def __init__(self, st: closed_form._Setup, formula: str, per_block: int) -> None:
+    def __init__(self, st: closed_form._Setup, formula: str, chunk: int, memory_bytes: int) -> None:
         super().__init__(st, formula)
-        self.per_block = per_block
-        unit_words = closed_form._unit(st.x.device, per_block)[1]
-        self.plan = closed_form._plan(st, unit_words // per_block)
+        self.per_block, unit_words = closed_form._unit(st.x.device, chunk, memory_bytes)
+        self.plan = closed_form._plan(st, max(1, unit_words // self.per_block))
 
     @functools.cached_property
     def sources(self) -> Tensor:
@@ -228,10 +241,19 @@ def stochastic_maps(
     out = st.x.new_zeros(n, k, h, w)  # x's dtype; float32 for half-precision x
     if n == 0 or k == 0:
         return out
-    maps = _Maps.of(st, formula, per_block=chunk)
-    for n0 in range(0, n, chunk):
-        out[n0 : n0 + chunk] = maps.of_masks(masks[n0 : n0 + chunk])
+    maps = _Maps.of(st, formula, chunk, _budget(None))
+    with torch.autocast(x.device.type, enabled=False):  # float32 sums (see _sample)
+        for n0 in range(0, n, chunk):
+            out[n0 : n0 + chunk] = maps.of_masks(masks[n0 : n0 + chunk])
     return out
+
+
+def _budget(memory_mb: float | None) -> int:
+    """The memory budget in bytes (``DEFAULT_MEMORY_MB`` when None)."""
+    mb = DEFAULT_MEMORY_MB if memory_mb is None else memory_mb
+    if mb <= 0:
+        raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+    return int(mb * 2**20)
 
 
 @overload
@@ -245,6 +267,7 @@ def sample_maps(
     chunk: int | None = ...,
     aggregate: Aggregate = ...,
     return_all: Literal[False] = ...,
+    memory_mb: float | None = ...,
 ) -> Tensor: ...
 
 
@@ -260,6 +283,7 @@ def sample_maps(
     aggregate: Aggregate = ...,
     *,
     return_all: Literal[True],
+    memory_mb: float | None = ...,
 ) -> tuple[Tensor, Tensor]: ...
 
 
@@ -273,6 +297,7 @@ def sample_maps(
     chunk: int | None = None,
     aggregate: Aggregate = "max",
     return_all: bool = False,
+    memory_mb: float | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Draw N dropout masks, make their maps and aggregate them.
 
@@ -286,33 +311,205 @@ def sample_maps(
         n: number of stochastic passes N (200 in the paper [recalled]).
         generator: random generator on x's device (the device's default when None).
         formula: ``grad_x_act`` or ``gradcam``.
-        chunk: masks per batch (None: 8 on CPU, 32 on CUDA); on CUDA also the
-            masks drawn per kernel call, on CPU masks are drawn one at a time.
-            The same seed, device and chunk give bit-identical maps; another
-            chunk gives other draws from the same distribution.
+        chunk: masks per random-number call (None: 8 on CPU, 32 on CUDA); on
+            CUDA also the masks per ``grad_x_act`` kernel call, on CPU those are
+            drawn one at a time. With the seed it fixes the draws; another chunk
+            gives other draws from the same distribution.
         aggregate: ``max`` (union, the paper) or ``mean`` of the max-normalised maps.
         return_all: also return all N normalised maps (N, len(classes), h, w).
+        memory_mb: bound on the temporaries of one call of the map arithmetic
+            (None: ``DEFAULT_MEMORY_MB``). ``gradcam`` makes all N maps at once
+            when they fit, else ``chunk`` at a time; ``grad_x_act`` sizes its
+            work units by it on CUDA (on CPU by the caches, below the budget).
 
     Returns:
         The aggregated map (len(classes), h, w) in x's dtype (float32 for half
         precision) — and the N normalised maps when ``return_all``.
     """
+    (combined,), (every,) = _sample(
+        head, [x], [classes], n, [generator], formula, chunk, aggregate, memory_mb, return_all
+    )
+    return (combined, every) if return_all else combined
+
+
+def sample_maps_many(
+    head: FickleHead,
+    xs: Sequence[Tensor],
+    classes: Sequence[Sequence[int]],
+    n: int,
+    generators: Sequence[torch.Generator | None],
+    formula: Formula = "grad_x_act",
+    chunk: int | None = None,
+    aggregate: Aggregate = "max",
+    memory_mb: float | None = None,
+) -> list[Tensor]:
+    """:func:`sample_maps` for several images, image i's masks drawn from
+    ``generators[i]`` exactly as :func:`sample_maps` draws them.
+
+    With ``gradcam`` (fickle dropout) the N maps of consecutive images are made
+    together while their temporaries fit in ``memory_mb``; other formulas go
+    image by image. The results equal :func:`sample_maps`'s to rounding, and are
+    bit-identical for the same images in the same order.
+
+    Args:
+        xs: the images' feature maps, each (1, C, h_i, w_i).
+        classes: head outputs (0-based) to map, per image.
+        generators: one per image, on the images' device.
+        Others: as :func:`sample_maps`.
+
+    Returns:
+        One aggregated map (len(classes[i]), h_i, w_i) per image.
+    """
+    if not len(xs) == len(classes) == len(generators):
+        raise ValueError(
+            f"{len(xs)} feature maps, {len(classes)} class lists and "
+            f"{len(generators)} generators: need one of each per image"
+        )
+    combined, _ = _sample(
+        head, xs, classes, n, generators, formula, chunk, aggregate, memory_mb, False
+    )
+    return combined
+
+
+def _sample(
+    head: FickleHead,
+    xs: Sequence[Tensor],
+    classes: Sequence[Sequence[int]],
+    n: int,
+    generators: Sequence[torch.Generator | None],
+    formula: str,
+    chunk: int | None,
+    aggregate: str,
+    memory_mb: float | None,
+    return_all: bool,
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Aggregated maps (and the N normalised maps when ``return_all``) per image.
+
+    Inside a caller's autocast region (the localize stage runs under the
+    trainer's precision) the arithmetic stays float32: autocast would otherwise
+    make the products and table look-ups bf16/fp16, and a map sums up to
+    C·(s²-1) terms per pixel.
+    """
+    if xs:
+        with torch.autocast(xs[0].device.type, enabled=False):
+            return _sample_float32(
+                head, xs, classes, n, generators, formula, chunk, aggregate, memory_mb, return_all
+            )
+    return [], []
+
+
+def _sample_float32(
+    head: FickleHead,
+    xs: Sequence[Tensor],
+    classes: Sequence[Sequence[int]],
+    n: int,
+    generators: Sequence[torch.Generator | None],
+    formula: str,
+    chunk: int | None,
+    aggregate: str,
+    memory_mb: float | None,
+    return_all: bool,
+) -> tuple[list[Tensor], list[Tensor | None]]:
     _check_formula(formula)
+    Aggregate.parse(aggregate, "aggregate")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    st = closed_form._setup(head, x, classes)
-    if generator is not None and generator.device.type != x.device.type:
-        raise ValueError(f"generator is on {generator.device}, x on {x.device}")
-    Aggregate.parse(aggregate, "aggregate")
-    chunk = chunk or _DEFAULT_CHUNK.get(x.device.type, 8)
+    budget = _budget(memory_mb)
+    sts = [closed_form._setup(head, x, c) for x, c in zip(xs, classes, strict=True)]
+    for x, generator in zip(xs, generators, strict=True):
+        if generator is not None and generator.device.type != x.device.type:
+            raise ValueError(f"generator is on {generator.device}, x on {x.device}")
+    chunk = chunk or _DEFAULT_CHUNK.get(xs[0].device.type, 8)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
-    _, h, w = st.shape
-    k = len(st.weight)
-    combined = st.x.new_zeros(k, h, w)  # x's dtype; float32 for half-precision x
-    if k == 0:
-        return (combined, st.x.new_zeros(n, 0, h, w)) if return_all else combined
-    maps = _Maps.of(st, formula, per_block=closed_form._unit(x.device, chunk)[0])
+    combined: list[Tensor] = []
+    every: list[Tensor | None] = []
+    for st in sts:  # images without classes: empty maps
+        _, h, w = st.shape
+        combined.append(st.x.new_zeros(0, h, w))
+        every.append(st.x.new_zeros(n, 0, h, w) if return_all else None)
+    todo = [i for i, st in enumerate(sts) if len(st.weight)]
+    together = formula == "gradcam" and sts[0].kind == "fickle"
+    for group in (
+        _groups([sts[i] for i in todo], n, budget) if together else [[j] for j in range(len(todo))]
+    ):
+        idx = [todo[j] for j in group]
+        group_sts = [sts[i] for i in idx]
+        if together and _together_bytes(group_sts, n) <= budget:
+            done = _sample_together(
+                group_sts, [generators[i] for i in idx], n, chunk, aggregate, return_all
+            )
+        else:
+            (i,) = idx
+            maps = _Maps.of(sts[i], formula, chunk, budget)
+            done = [_sample_chunked(maps, generators[i], n, chunk, aggregate, return_all)]
+        for i, (agg, all_maps) in zip(idx, done, strict=True):
+            combined[i], every[i] = agg, all_maps
+    return combined, every
+
+
+def _together_bytes(sts: Sequence[closed_form._Setup], n: int) -> int:
+    """Temporaries of making the N gradcam maps of ``sts`` in one go (padded)."""
+    c = sts[0].shape[0]
+    k = max(len(st.weight) for st in sts)
+    cells = max(st.shape[1] for st in sts) * max(st.shape[2] for st in sts)
+    per_mask = closed_form.gradcam_bytes_per_mask(c, len(sts[0].offsets), k, cells)
+    return len(sts) * n * per_mask
+
+
+def _groups(sts: Sequence[closed_form._Setup], n: int, budget: int) -> list[list[int]]:
+    """Consecutive images whose N gradcam maps fit in ``budget`` together; an
+    image that does not fit alone is a group of its own (made chunk by chunk)."""
+    groups: list[list[int]] = []
+    for i in range(len(sts)):
+        if groups and _together_bytes([sts[j] for j in groups[-1]] + [sts[i]], n) <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _sample_together(
+    sts: Sequence[closed_form._Setup],
+    generators: Sequence[torch.Generator | None],
+    n: int,
+    chunk: int,
+    aggregate: str,
+    return_all: bool,
+) -> list[tuple[Tensor, Tensor | None]]:
+    """All N gradcam maps of several images in one go; draws as :func:`_sample_chunked`."""
+    counts = []
+    for st, generator in zip(sts, generators, strict=True):
+        maps = _GradcamMaps(st, "gradcam")
+        counts.append(
+            torch.cat(
+                [maps.draw_counts(min(chunk, n - n0), generator) for n0 in range(0, n, chunk)]
+            )
+        )
+    raw = closed_form._gradcam_stacked(sts, torch.stack(counts))  # (I, N, K, H·W)
+    big_h = max(st.shape[1] for st in sts)
+    big_w = max(st.shape[2] for st in sts)
+    out = []
+    for i, st in enumerate(sts):
+        _, h, w = st.shape
+        k = len(st.weight)
+        normed = normalize_maps(raw[i, :, :k].view(n, k, big_h, big_w)[:, :, :h, :w])
+        agg = normed.amax(0) if aggregate == "max" else normed.sum(0) / n
+        out.append((agg, normed if return_all else None))
+    return out
+
+
+def _sample_chunked(
+    maps: _Maps,
+    generator: torch.Generator | None,
+    n: int,
+    chunk: int,
+    aggregate: str,
+    return_all: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """One image's N maps, ``chunk`` at a time, aggregated as they come."""
+    _, h, w = maps.st.shape
+    combined = maps.st.x.new_zeros(len(maps.st.weight), h, w)
     every = []
     for n0 in range(0, n, chunk):
         normed = normalize_maps(maps.draw(min(chunk, n - n0), generator))
@@ -324,4 +521,4 @@ def sample_maps(
             every.append(normed)
     if aggregate == "mean":
         combined /= n
-    return (combined, torch.cat(every)) if return_all else combined
+    return combined, torch.cat(every) if return_all else None

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
-from ficklenet.lit.localizer import LocalizeDataModule, Localizer, is_done
+from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import lightning_trainer, speed_up
 from ficklenet.localization.quality import score_localization
@@ -47,6 +47,10 @@ def validate_localize(cfg: DictConfig) -> None:
         raise ValueError(f"localize.n={settings.n}: need at least one stochastic pass")
     if settings.chunk < 1:
         raise ValueError(f"localize.chunk={settings.chunk}: must be at least 1")
+    if settings.batch_size < 1:
+        raise ValueError(f"localize.batch_size={settings.batch_size}: must be at least 1")
+    if settings.memory_mb <= 0:
+        raise ValueError(f"localize.memory_mb={settings.memory_mb}: must be positive")
     if not settings.scales or min(settings.scales) <= 0:
         raise ValueError(f"localize.scales={list(settings.scales)}: need positive scales")
     if cfg.model.p is not None:
@@ -144,16 +148,24 @@ def localize_images(
 ) -> tuple[int, float]:
     """Maps and seeds for the images of ``ids`` not done yet, split over the
     trainer's processes; (images done now, seconds)."""
+    settings = cfg.localize
     index = {image_id: i for i, image_id in enumerate(reader.ids)}
-    todo = [index[i] for i in ids if not is_done(run_dir, i)]
+    todo = [i for i in ids if not is_done(run_dir, i)]
+    # Groups of the whole id list, so an image's batch never depends on what is left.
+    groups = [
+        g
+        for g in image_groups([index[i] for i in ids], int(settings.batch_size))
+        if any(not is_done(run_dir, reader.ids[j]) for j in g)
+    ]
     log.info(
-        "%d of %d images to localize (%d already done) -> %s",
+        "%d of %d images to localize (%d already done), %d groups of up to %d -> %s",
         len(todo),
         len(ids),
         len(ids) - len(todo),
+        len(groups),
+        settings.batch_size,
         run_dir,
     )
-    settings = cfg.localize
     speed_up(classifier, cfg.trainer)
     overlay_ids = set(sorted(ids)[: settings.overlays])
     module = Localizer(
@@ -163,7 +175,7 @@ def localize_images(
     if todo:
         trainer.predict(
             module,
-            datamodule=LocalizeDataModule(reader, todo, cfg.data.num_workers),
+            datamodule=LocalizeDataModule(reader, groups, cfg.data.num_workers),
             return_predictions=False,
         )
     trainer.strategy.barrier()
