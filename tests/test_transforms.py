@@ -12,6 +12,7 @@ from ficklenet.data.transforms import (
     EvalTransform,
     TrainTransform,
     denormalize,
+    denormalize_batch,
     normalize,
 )
 
@@ -142,3 +143,32 @@ def test_datasets_reproducible_per_epoch_and_index():
     seg.set_epoch(0)
     assert all(torch.equal(a, seg[i]["target"]) for i, a in enumerate(first))
     assert "target" not in SegmentationDataset(_FakeReader(), t, targets="none")[0]
+
+
+def test_denormalize_batch_stays_on_the_device_and_matches_the_literal_inverse():
+    """A batch with values beyond [0, 255] after the inverse (clipped) and on
+    rounding boundaries: each pixel is round-half-up of 255·(x·std + mean),
+    clipped, computed here in float64 from the definition."""
+    import torch
+
+    from ficklenet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(3, 3, 5, 7, generator=gen) * 3
+    got = denormalize_batch(images)
+    assert got.dtype == torch.uint8 and got.shape == (3, 5, 7, 3)
+    x = images.double().permute(0, 2, 3, 1).numpy()
+    want = np.clip(
+        np.floor(255 * (x * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) + 0.5), 0, 255
+    )
+    # float32 arithmetic may land the other side of a .5 boundary: at most one level.
+    assert np.abs(got.numpy().astype(int) - want.astype(int)).max() <= 1
+    assert (got.numpy() == want).mean() > 0.999
+    assert {0, 255} <= set(np.unique(got.numpy()))  # clipping exercised
+    # The same float32 steps in numpy (the CPU path before this ran on the device).
+    x32 = images.permute(0, 2, 3, 1).numpy()
+    std32, mean32 = np.float32(IMAGENET_STD), np.float32(IMAGENET_MEAN)
+    steps = np.clip((x32 * std32 + mean32) * np.float32(255) + np.float32(0.5), 0, 255)
+    np.testing.assert_array_equal(got.numpy(), steps.astype(np.uint8))
+    for k in range(3):  # the single-image form is the batch form
+        np.testing.assert_array_equal(denormalize(images[k]), got[k].numpy())

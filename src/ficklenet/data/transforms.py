@@ -31,6 +31,7 @@ __all__ = [
     "EvalTransform",
     "TrainTransform",
     "denormalize",
+    "denormalize_batch",
     "normalize",
 ]
 
@@ -59,11 +60,22 @@ def denormalize(
 
     Handy for the dense CRF and for overlays, which want the pixels the network saw.
     """
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    x = np.asarray(image, dtype=np.float32).transpose(1, 2, 0)
-    x = x * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    batch = torch.as_tensor(image).detach()[None]
+    return denormalize_batch(batch, mean, std)[0].cpu().numpy()
+
+
+def denormalize_batch(
+    images: torch.Tensor,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Inverse of :func:`normalize` for a batch, on its device: ``(B, 3, H, W)``
+    float -> uint8 ``(B, H, W, 3)``, rounded to the nearest level and clipped to
+    [0, 255] (what the dense CRF and the overlays see)."""
+    x = images.detach().float().permute(0, 2, 3, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device)
+    sd = torch.tensor(std, dtype=torch.float32, device=x.device)
+    return (x * sd + m).mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

@@ -41,7 +41,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,7 @@ from torch import Tensor
 
 from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import IGNORE_INDEX, NUM_CLASSES
-from ficklenet.data.transforms import denormalize
+from ficklenet.data.transforms import denormalize_batch
 from ficklenet.dsrg.crf import (
     TRAIN_CRF,
     CRFBackend,
@@ -175,10 +174,11 @@ class DSRGSegmenter(pl.LightningModule):
         """The training CRF's Q for output-grid ``probs`` (B, 21, h, w) on normalised
         ``images`` (B, 3, H, W), sampled to the same grid."""
         small = image_to_grid(images, probs.shape[-2:], self.output_stride)
-        images_u8 = np.stack([denormalize(image) for image in small.float()])
+        images_u8 = denormalize_batch(small)  # on the training device
         if self.crf_backend == CRFBackend.torch:
-            q = dense_crf_torch(torch.from_numpy(images_u8), probs, self.crf_params)
+            q = dense_crf_torch(images_u8, probs, self.crf_params)
             return q.to(dtype=probs.dtype)
+        images_u8 = images_u8.cpu().numpy()
         q = dense_crf_batch(images_u8, probs.detach().float(), self.crf_params, self.crf_workers)
         return torch.from_numpy(q).to(device=probs.device, dtype=probs.dtype)
 
