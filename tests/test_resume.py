@@ -143,15 +143,16 @@ def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_pat
         "classify.trainer.max_epochs=1",
         "localize.localize.n=2",
         "localize.localize.overlays=0",
+        "localize.localize.batch_size=2",
         "segment.trainer.max_epochs=1",
         "stages=[classify,localize,segment]",
     ]
     entry = "ficklenet.tasks.pipeline:main"
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _run(entry, [f"hydra.run.dir={whole}", *tiny], tmp_path)
-    # Killed before localization's 9th image (one per predict step): 8 done.
+    # Killed before localization's 5th predict step (two images each): 8 done.
     _run(
-        entry, [f"hydra.run.dir={killed}", *tiny], tmp_path, kill_at="predict:8", kill_in="localize"
+        entry, [f"hydra.run.dir={killed}", *tiny], tmp_path, kill_at="predict:4", kill_in="localize"
     )
     assert (killed / "classify" / "metrics.json").is_file()
     assert not (killed / "localize" / "metrics.json").exists()
