@@ -323,3 +323,31 @@ def test_toy_seeds_reach_measured_quality(tmp_path, default_toy_root):
     assert metrics["seed/miou"] > 0.45 > 4 * trivial
     assert metrics["seed/precision"] > 0.8
     assert metrics["seed/labelled_fraction"] > 0.5
+
+
+def test_the_group_benchmark_runs_and_finds_the_same_seeds(tmp_path, toy_root, classifier_ckpt):
+    """experiments/benchmarks/localize_groups.py on the small toy: one row per
+    batch size; groups of 4 give the one-at-a-time seeds."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "experiments" / "benchmarks" / "localize_groups.py"
+    args = [sys.executable, str(script), "--ckpt", str(classifier_ckpt), "--root", str(toy_root)]
+    args += [
+        "--limit",
+        "8",
+        "--batch-sizes",
+        "1",
+        "4",
+        "--",
+        "localize.split=train",
+        "localize.n=6",
+    ]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| 1 |") or line.startswith("| 4 |")
+    ]
+    assert len(rows) == 2 and rows[1].endswith("| 100.0000% |"), proc.stdout
