@@ -429,10 +429,13 @@ def _sample_float32(
         combined.append(st.x.new_zeros(0, h, w))
         every.append(st.x.new_zeros(n, 0, h, w) if return_all else None)
     todo = [i for i, st in enumerate(sts) if len(st.weight)]
+    # gradcam's maps batch across images; the others go image by image.
     together = formula == "gradcam" and sts[0].kind == "fickle"
-    for group in (
-        _groups([sts[i] for i in todo], n, budget) if together else [[j] for j in range(len(todo))]
-    ):
+    if together:
+        groups = _groups([sts[i] for i in todo], n, budget)
+    else:
+        groups = [[j] for j in range(len(todo))]
+    for group in groups:
         idx = [todo[j] for j in group]
         group_sts = [sts[i] for i in idx]
         if together and _together_bytes(group_sts, n) <= budget:
