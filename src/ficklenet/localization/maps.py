@@ -42,8 +42,8 @@ operation, with no Python loop over masks or offsets.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Literal, overload
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -79,6 +79,8 @@ __all__ = [
 _DEFAULT_CHUNK = {"cpu": 8, "cuda": 32}
 # Temporaries one call of the map arithmetic may hold when ``memory_mb`` is None.
 DEFAULT_MEMORY_MB = 1024
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- one pass
@@ -371,6 +373,23 @@ def sample_maps_many(
     return combined
 
 
+def _float32_inside_autocast(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``fn(head, xs, ...)`` with autocast off on the images' device.
+
+    The localize stage calls the map arithmetic inside the trainer's autocast;
+    autocast would make its products and table look-ups bf16/fp16, and a map
+    sums up to C·(s²-1) terms per pixel.
+    """
+
+    @functools.wraps(fn)
+    def run(head: FickleHead, xs: Sequence[Tensor], *args: Any) -> _T:
+        with torch.autocast(xs[0].device.type if xs else "cpu", enabled=False):
+            return fn(head, xs, *args)
+
+    return run
+
+
+@_float32_inside_autocast
 def _sample(
     head: FickleHead,
     xs: Sequence[Tensor],
@@ -383,33 +402,8 @@ def _sample(
     memory_mb: float | None,
     return_all: bool,
 ) -> tuple[list[Tensor], list[Tensor | None]]:
-    """Aggregated maps (and the N normalised maps when ``return_all``) per image.
-
-    Inside a caller's autocast region (the localize stage runs under the
-    trainer's precision) the arithmetic stays float32: autocast would otherwise
-    make the products and table look-ups bf16/fp16, and a map sums up to
-    C·(s²-1) terms per pixel.
-    """
-    if xs:
-        with torch.autocast(xs[0].device.type, enabled=False):
-            return _sample_float32(
-                head, xs, classes, n, generators, formula, chunk, aggregate, memory_mb, return_all
-            )
-    return [], []
-
-
-def _sample_float32(
-    head: FickleHead,
-    xs: Sequence[Tensor],
-    classes: Sequence[Sequence[int]],
-    n: int,
-    generators: Sequence[torch.Generator | None],
-    formula: str,
-    chunk: int | None,
-    aggregate: str,
-    memory_mb: float | None,
-    return_all: bool,
-) -> tuple[list[Tensor], list[Tensor | None]]:
+    """Aggregated maps (and the N normalised maps when ``return_all``) per image,
+    in float32 whatever the caller's autocast."""
     _check_formula(formula)
     Aggregate.parse(aggregate, "aggregate")
     if n < 1:
@@ -419,6 +413,8 @@ def _sample_float32(
     for x, generator in zip(xs, generators, strict=True):
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"generator is on {generator.device}, x on {x.device}")
+    if not sts:
+        return [], []
     chunk = chunk or _DEFAULT_CHUNK.get(xs[0].device.type, 8)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
