@@ -370,7 +370,7 @@ def test_memory_budget_bounds_every_batched_call(monkeypatch):
     monkeypatch.setattr(closed_form_mod, "_gradcam_stacked", spy)
     one = maps_mod._together_bytes([closed_form_mod._setup(head, xs[0], [0, 1])], 8)
     per_mask = closed_form_mod.gradcam_bytes_per_mask(4, 8, 2, 30)
-    assert one == 8 * per_mask  # N masks × (3·C·O + 2·K·C + 3·K·h·w) × 4 bytes
+    assert one == 8 * 4 * (4 * 4 * 8 + 2 * 2 * 4 + 4 * 2 * 30) == 8 * per_mask
     kw = dict(formula="gradcam", chunk=3)
     budget = 2.5 * one / 2**20
     pairs = sample_maps_many(head, xs, classes, 8, _gens(), memory_mb=budget, **kw)
@@ -432,3 +432,24 @@ def test_cuda_many_images_are_reproducible_and_match_one_at_a_time(formula):
     for u, v, w in zip(a, b, alone, strict=True):
         assert u.is_cuda and torch.equal(u, v)
         torch.testing.assert_close(u, w)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gradcam_batches_stay_within_the_memory_budget():
+    """VOC-like features (512×41×41, s=9, N=200, 3 classes): the peak memory the
+    batched maps allocate stays within the budget (plus 10 % for the allocator's
+    rounding), for a budget of two images and of a quarter of one."""
+    head = FickleHead(512, 20, kernel_size=9, p=0.9).cuda()
+    xs = [torch.randn(1, 512, 41, 41, device="cuda").relu() for _ in range(4)]
+    classes = [[0, 5, 7]] * 4
+    from ficklenet.localization import maps as maps_mod
+
+    one = maps_mod._together_bytes([closed_form_mod._setup(head, xs[0], classes[0])], 200)
+    for budget in (2.2 * one, 0.25 * one):
+        gens = [torch.Generator(device="cuda").manual_seed(i) for i in range(4)]
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        sample_maps_many(head, xs, classes, 200, gens, "gradcam", memory_mb=budget / 2**20)
+        torch.cuda.synchronize()
+        assert torch.cuda.max_memory_allocated() - base <= 1.1 * budget

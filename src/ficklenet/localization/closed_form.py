@@ -338,10 +338,12 @@ def _gradcam_from_counts(st: _Setup, counts: Tensor) -> Tensor:
 
 
 def gradcam_bytes_per_mask(channels: int, offsets: int, classes: int, cells: int) -> int:
-    """Temporaries of one mask's gradcam map (:func:`_gradcam_stacked`): its counts
-    with their probabilities and draws (3·C·O floats), the channel weights (2·K'·C)
-    and the map with its normalised copy and a spare (3·K'·h·w)."""
-    return 4 * (3 * channels * offsets + 2 * classes * channels + 3 * classes * cells)
+    """Temporaries of one mask's gradcam map (:func:`_gradcam_stacked` and the
+    normalisation after it), float32: the kept-window counts, stacked and
+    permuted for the product (4·C·O counting the draw's own), the channel
+    weights with their scaled copy (2·K'·C), and the raw map with the
+    normalisation's three temporaries (4·K'·h·w)."""
+    return 4 * (4 * channels * offsets + 2 * classes * channels + 4 * classes * cells)
 
 
 def _gradcam_stacked(sts: Sequence[_Setup], counts: Tensor) -> Tensor:
