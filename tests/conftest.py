@@ -51,6 +51,15 @@ def default_toy_root(tmp_path_factory) -> Path:
     return write_toy_voc(tmp_path_factory.mktemp("toy_default") / "voc", seed=0)
 
 
+#: GPU-only checks: marked ``gpu`` (``pytest -m gpu`` runs just them on a GPU
+#: machine) and skipped, with the reason, where CUDA is absent (CI).
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def gpu_only(test):
+    return pytest.mark.gpu(needs_cuda(test))
+
+
 def compose_config(config_name: str, overrides: list[str] | None = None):
     """Compose ``conf/<config_name>.yaml`` with overrides, as the app would
     (``experiment=NAME`` expanded for that app first)."""

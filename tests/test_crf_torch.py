@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from ficklenet.dsrg.crf import TEST_CRF, TRAIN_CRF, CRFParams, dense_crf, kernel_scale
 from ficklenet.dsrg.crf_torch import MAX_CELLS, dense_crf_torch
+from tests.conftest import gpu_only
 from tests.test_segmenter import compose_segment, square_batch
 
 
@@ -166,12 +168,47 @@ def test_segmenter_trains_with_the_torch_backend() -> None:
     assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
 
 
+def test_without_pydensecrf_the_torch_crf_still_trains(tmp_path) -> None:
+    """pydensecrf has no wheel for some Pythons (3.12, e.g. on GPU images): with it
+    absent, every module imports, a segmenter step with crf_backend=torch runs, and
+    the pydensecrf CRF says what to install or switch."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+sys.modules["pydensecrf"] = None  # what an environment without it looks like
+sys.modules["pydensecrf.densecrf"] = None
+import numpy as np, torch
+import ficklenet.tasks.pipeline, ficklenet.tasks.evaluate, ficklenet.tasks.predict
+from ficklenet.dsrg.crf import dense_crf
+from ficklenet.lit.segmenter import DSRGSegmenter
+from tests.test_segmenter import compose_segment, square_batch
+batch = square_batch()
+model = DSRGSegmenter(compose_segment("segmenter.crf_backend=torch", "data.crop_size=48"))
+out = model.dsrg_step(batch["image"], batch["target"], batch["labels"])
+out.loss.backward()
+print("step", float(out.loss))
+try:
+    dense_crf(np.zeros((4, 4, 3), np.uint8), np.full((2, 4, 4), 0.5, np.float32))
+except ImportError as err:
+    print("refused:", err)
+"""
+    root = Path(__file__).parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step " in proc.stdout
+    assert "pip install pydensecrf2" in proc.stdout and "crf_backend=torch" in proc.stdout
+
+
 def test_a_misspelt_backend_is_refused_at_compose_time() -> None:
     with pytest.raises(Exception, match="crf_backend"):
         compose_segment("segmenter.crf_backend=pydense")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@gpu_only
 def test_cuda_matches_cpu() -> None:
     image, probs = two_region_case(41, seed=0)
     images, p = torch.from_numpy(image)[None], torch.from_numpy(probs)[None]

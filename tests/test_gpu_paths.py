@@ -12,9 +12,7 @@ from omegaconf import OmegaConf
 from ficklenet.lit.processes import process_settings, resolve_precision, speed_up
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.tasks.classify import run_classify
-from tests.conftest import compose_config, small_toy_overrides
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+from tests.conftest import compose_config, gpu_only, small_toy_overrides
 
 
 def test_auto_mixed_precision_is_bf16_fp16_or_float32_by_hardware(monkeypatch):
@@ -84,7 +82,7 @@ def test_speed_up_without_a_gpu_leaves_the_memory_format(toy_root):
     assert not model.channels_last  # NHWC only on a GPU
 
 
-@needs_cuda
+@gpu_only
 def test_channels_last_bf16_segmenter_step_on_gpu():
     cfg = compose_config("segment", ["trainer=gpu", "data.pixel_labels=train_aug"])
     model = DSRGSegmenter(OmegaConf.to_container(cfg, resolve=True)).cuda()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ficklenet.dsrg.growing import grow
 from ficklenet.reference import grow_reference
+from tests.conftest import gpu_only
 
 U = 255
 # (background, class 1, class 2, class 3); class 2 is absent from the image.
@@ -125,7 +126,7 @@ def test_matches_reference_on_random_batches(seed: int) -> None:
     assert torch.equal(out[seeds != U], seeds[seeds != U])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@gpu_only
 def test_cuda_matches_cpu() -> None:
     probs, seeds, present = random_case(batch=20, classes=21, size=41, seed=3)
     cpu = grow(probs, seeds, present)

@@ -11,6 +11,7 @@ import ficklenet.localization.keep_bits as keep_bits_mod
 from ficklenet.localization import normalize_maps, sample_maps, sample_maps_many, stochastic_maps
 from ficklenet.localization.maps import keep_bits_table, sample_keep_bits
 from ficklenet.models.fickle import FickleHead
+from tests.conftest import gpu_only
 
 
 def _head(c=4, k=5, s=3, p=0.6, dropout="fickle", scale_centre=True):
@@ -399,7 +400,7 @@ def test_grad_x_act_work_unit_follows_the_budget():
     assert closed_form_mod._unit(cpu, 32, 2**20) == (1, 2**16)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@gpu_only
 def test_cuda_uses_the_device_generator_and_matches_cpu_formula():
     head = _head(c=8, k=4, s=3, p=0.7).cuda()
     x = _features(8, 9, 9).cuda()
@@ -414,7 +415,7 @@ def test_cuda_uses_the_device_generator_and_matches_cpu_formula():
     )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@gpu_only
 @pytest.mark.parametrize("formula", ["grad_x_act", "gradcam"])
 def test_cuda_many_images_are_reproducible_and_match_one_at_a_time(formula):
     head = _head(c=4, k=5, s=3, p=0.6).cuda()
@@ -434,7 +435,7 @@ def test_cuda_many_images_are_reproducible_and_match_one_at_a_time(formula):
         torch.testing.assert_close(u, w)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@gpu_only
 def test_cuda_gradcam_batches_stay_within_the_memory_budget():
     """VOC-like features (512×41×41, s=9, N=200, 3 classes): the peak memory the
     batched maps allocate stays within the budget (plus 10 % for the allocator's

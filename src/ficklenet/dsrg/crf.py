@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
 
 from ficklenet.choices import Choice
 
@@ -149,6 +148,23 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, **params: Any) -> np.ndarray
     return _dense_crf(image, probs, CRFParams(**params))
 
 
+def _pydensecrf() -> Any:
+    """pydensecrf's ``densecrf`` module, imported when a CRF first runs: a machine
+    without it (it has no wheel for some Pythons) can still train with the torch
+    CRF and evaluate without the test-time CRF."""
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError as err:
+        raise ImportError(
+            "the dense CRF needs pydensecrf (PyPI: pydensecrf2), which is not installed "
+            "in this environment: `pip install pydensecrf2` (`make install` does). "
+            "Without it, train with segmenter.crf_backend=torch and leave the test-time "
+            "CRF off (crf=false for ficklenet-evaluate and ficklenet-predict, a pipeline "
+            "without its evaluate_crf stage)."
+        ) from err
+    return dcrf
+
+
 def _dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
     image = np.asarray(image)
     probs = np.asarray(probs)
@@ -161,7 +177,7 @@ def _dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.nd
     unary = -np.log(p) if Unary.parse(params.unary, "unary") == Unary.neg_log_prob else -p
 
     factor = kernel_scale(params, h, w)
-    crf = dcrf.DenseCRF2D(w, h, k)
+    crf = _pydensecrf().DenseCRF2D(w, h, k)
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(k, h * w), dtype=np.float32))
     crf.addPairwiseGaussian(sxy=params.gauss_sxy * factor, compat=params.gauss_compat)
     crf.addPairwiseBilateral(
