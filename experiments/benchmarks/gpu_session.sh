@@ -7,7 +7,7 @@
 # omegaconf, pytest or pydensecrf (no wheel for its Python). Put the pure-Python
 # wheels in the ignored folder .whl/ first, here:
 #
-#   pip download --no-deps -d .whl hydra-core omegaconf pytest pluggy iniconfig
+#   pip download --no-deps -c constraints.txt -d .whl hydra-core omegaconf pytest pluggy iniconfig
 #   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 #
 # then, through the device tool, from the repository root:
