@@ -34,6 +34,24 @@ def test_gpu_trainer_configs_ask_for_the_fast_defaults():
     assert process_settings(cfg.trainer)["precision"] == "32-true"
 
 
+def test_cudnn_autotuning_only_for_fixed_size_inputs(monkeypatch):
+    """benchmark=null: on for training crops, off with trainer.deterministic and
+    for whole images of many sizes (localize, evaluate, predict), where cuDNN
+    would retune per size and could pick other kernels per run or rank; an
+    explicit value wins. (The switches are only set on a GPU: on_gpu faked.)"""
+    from ficklenet.lit import processes
+
+    monkeypatch.setattr(processes, "on_gpu", lambda cfg: True)
+    cfg = compose_config("classify", ["trainer=gpu"]).trainer
+    assert processes._backends(cfg, varying_sizes=False) == {"benchmark": True}
+    assert processes._backends(cfg, varying_sizes=True) == {"benchmark": False}
+    deterministic = compose_config("classify", ["trainer=gpu", "trainer.deterministic=true"])
+    assert processes._backends(deterministic.trainer, varying_sizes=False) == {"benchmark": False}
+    forced = compose_config("classify", ["trainer=gpu", "trainer.benchmark=true"]).trainer
+    assert processes._backends(forced, varying_sizes=True) == {"benchmark": True}
+    # localize asks for varying_sizes: tests/test_localize_stage.py
+
+
 def _compile_works() -> bool:
     try:
         torch.compile(torch.nn.Linear(2, 2))(torch.zeros(1, 2))

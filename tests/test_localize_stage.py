@@ -186,6 +186,23 @@ def test_bf16_mixed_precision_runs_grad_x_act(tmp_path, toy_root, classifier_ckp
         assert set(np.unique(seeds)) <= {0, 255, *classes}
 
 
+def test_localize_runs_without_cudnn_autotuning(tmp_path, monkeypatch, toy_root, classifier_ckpt):
+    """Whole images of many sizes: the stage asks for no autotuning by default
+    (ficklenet.lit.processes._backends; tested in test_gpu_paths)."""
+    import ficklenet.tasks.localize as localize_task
+
+    seen = []
+    real = localize_task.lightning_trainer
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("varying_sizes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(localize_task, "lightning_trainer", spy)
+    run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=2"), run_dir=tmp_path)
+    assert seen == [True]
+
+
 def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, classifier_ckpt):
     run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=3"), run_dir=tmp_path)
     with pytest.raises(ValueError, match=r"localize\.n: 6 -> 3.*localize.overwrite=true"):

@@ -181,8 +181,9 @@ class TrainerConfig:
     profiler: str | None = None
     # GPU speed (ignored on CPU). channels_last: NHWC tensors for the convolutions;
     # tf32: TensorFloat-32 matmuls and convolutions (Ampere and later); benchmark:
-    # cuDNN autotuning, null = on unless deterministic; compile: torch.compile the
-    # backbone in place (checkpoints keep their keys).
+    # cuDNN autotuning, null = on for training crops unless deterministic, off for
+    # whole images of many sizes (localize, evaluate, predict); compile:
+    # torch.compile the backbone in place (checkpoints keep their keys).
     channels_last: bool = False
     tf32: bool = True
     benchmark: bool | None = None

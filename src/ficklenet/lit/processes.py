@@ -12,7 +12,8 @@ exist.
 On a GPU the same config makes them fast (:func:`speed_up`): ``precision=auto-mixed``
 is bf16 mixed precision where the GPU has it and fp16 with loss scaling elsewhere;
 ``tf32`` allows TensorFloat-32 matmuls and convolutions; ``benchmark`` lets cuDNN
-pick its fastest kernels (off under ``trainer.deterministic=true``);
+pick its fastest kernels (by default on for training crops, off under
+``trainer.deterministic=true`` and for whole images of many sizes);
 ``channels_last`` stores images and convolution weights NHWC; ``compile``
 compiles the backbone with ``torch.compile`` in place (``nn.Module.compile``: the
 state-dict keys, and so checkpoints, resume and DDP, are unchanged). On a CPU they do
@@ -70,8 +71,15 @@ def process_settings(trainer_cfg: Any) -> dict[str, Any]:
     }
 
 
-def _backends(trainer_cfg: Any) -> dict[str, Any]:
-    """Set the process-wide GPU switches; return the Trainer's share of them."""
+def _backends(trainer_cfg: Any, varying_sizes: bool) -> dict[str, Any]:
+    """Set the process-wide GPU switches; return the Trainer's share of them.
+
+    ``benchmark`` left null is on for fixed-size inputs (training crops) unless
+    ``trainer.deterministic``; off where inputs vary in size (``varying_sizes``:
+    localize, evaluate, predict on whole images), since cuDNN would tune again for
+    every new size and may pick other kernels from one run or rank to the next,
+    which would break bit-identical maps.
+    """
     if not on_gpu(trainer_cfg):
         return {}
     tf32 = bool(trainer_cfg.get("tf32", True))
@@ -80,20 +88,26 @@ def _backends(trainer_cfg: Any) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     benchmark = trainer_cfg.get("benchmark")
     if benchmark is None:
-        benchmark = not bool(trainer_cfg.get("deterministic", False))
+        benchmark = not bool(trainer_cfg.get("deterministic", False)) and not varying_sizes
     return {"benchmark": bool(benchmark)}
 
 
-def lightning_trainer(trainer_cfg: Any, run_dir: Path, **kwargs: Any) -> pl.Trainer:
+def lightning_trainer(
+    trainer_cfg: Any, run_dir: Path, varying_sizes: bool = False, **kwargs: Any
+) -> pl.Trainer:
     """A Lightning Trainer in the configured processes, writing under ``run_dir``;
+    ``varying_sizes``: inputs are whole images of many sizes (see :func:`_backends`);
     ``kwargs`` are the stage's own Trainer settings (loop, callbacks, logger)."""
-    settings = {**process_settings(trainer_cfg), **_backends(trainer_cfg)}
+    settings = {**process_settings(trainer_cfg), **_backends(trainer_cfg, varying_sizes)}
     return pl.Trainer(default_root_dir=str(run_dir), **settings, **kwargs)
 
 
 def launch_fabric(trainer_cfg: Any) -> Fabric:
-    """Lightning Fabric in the configured processes, launched."""
-    _backends(trainer_cfg)
+    """Lightning Fabric in the configured processes, launched. Its stages
+    (evaluate, predict) run on whole images of many sizes."""
+    switches = _backends(trainer_cfg, varying_sizes=True)
+    if switches:
+        torch.backends.cudnn.benchmark = switches["benchmark"]
     fabric = Fabric(**process_settings(trainer_cfg))
     fabric.launch()
     return fabric

@@ -92,6 +92,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     trainer = lightning_trainer(
         cfg.trainer,
         run_dir,
+        varying_sizes=True,  # whole images: no cuDNN autotuning by default
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=bool(cfg.trainer.enable_progress_bar),
