@@ -36,6 +36,11 @@ def toy21(tmp_path_factory, toy_root) -> Path:
     return root
 
 
+# Enough epochs for the segmenter to predict objects, so that the predictions
+# compared below are not all background (after 2 or 12 they were).
+EPOCHS = 30
+
+
 @pytest.fixture(scope="module")
 def ddp_segment(tmp_path_factory, toy21, toy_seeds) -> Path:
     base = tmp_path_factory.mktemp("ddp_segment")
@@ -50,7 +55,7 @@ def ddp_segment(tmp_path_factory, toy21, toy_seeds) -> Path:
             "segmenter.crf_workers=0",
             "data.batch_size=8",
             "trainer=ddp_cpu",
-            "trainer.max_epochs=2",
+            f"trainer.max_epochs={EPOCHS}",
             f"hydra.run.dir={run}",
         ],
         cwd=base,
@@ -81,9 +86,9 @@ def test_segmenter_trains_in_two_processes_into_one_run_directory(ddp_segment, t
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert len(list(run.rglob("metrics.csv"))) == 1
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["epochs"] == 2
+    assert metrics["epochs"] == EPOCHS
     # 40 images, batch 8 per process, 2 processes: 2 steps per epoch (not 5).
-    assert metrics["steps"] == 4
+    assert metrics["steps"] == 2 * EPOCHS
     # val/miou of the last epoch is over all 21 val images, each counted once although
     # the 2 processes hold 11 and 10: one process evaluating last.ckpt (same weights,
     # scale 1, no flip) agrees.
@@ -111,3 +116,11 @@ def test_evaluate_in_two_processes_writes_each_image_once_with_the_same_metrics(
         assert a == (tmp_path / "two" / "predictions" / f"{image_id}.png").read_bytes()
     assert len(list((tmp_path / "two" / "overlays").glob("*.png"))) == 2
     assert not list((tmp_path / "two").rglob(".*.tmp"))
+    # Not vacuous: the predictions compared hold objects, not only background.
+    from ficklenet.data.voc import read_label_png
+
+    labels = set()
+    for image_id in ids:
+        path = tmp_path / "two" / "predictions" / f"{image_id}.png"
+        labels |= set(np.unique(read_label_png(path)).tolist())
+    assert len(labels - {0}) >= 3, labels
