@@ -9,10 +9,9 @@ table (default ``results.md`` beside this file) and prints it.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import sys
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROWS = {"fickle_0.9": "FickleNet p=0.9 seeds", "deterministic": "deterministic seeds"}
@@ -30,17 +29,9 @@ SEGMENT_KEYS = {
 }
 
 
-def _ladder_gather() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "ladder_gather", HERE.parent / "ladder" / "gather.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LADDER = _ladder_gather()
+# The ladder's statistics, as the module ladder.gather of the experiments folder.
+sys.path.insert(0, str(HERE.parent))
+from ladder import gather as LADDER  # noqa: E402, N812
 
 
 def read(job: Path) -> dict[str, float | None]:

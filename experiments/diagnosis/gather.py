@@ -19,26 +19,18 @@ standard errors of 0.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
 
-def _ladder_gather() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "ladder_gather", HERE.parent / "ladder" / "gather.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LADDER = _ladder_gather()
+# The ladder's statistics, as the module ladder.gather of the experiments folder.
+sys.path.insert(0, str(HERE.parent))
+from ladder import gather as LADDER  # noqa: E402, N812
 
 # Map-time settings, in the order run.sh names them, with what each changes.
 VARIANTS: dict[str, str] = {
