@@ -152,11 +152,12 @@ def localize_images(
     settings = cfg.localize
     index = {image_id: i for i, image_id in enumerate(reader.ids)}
     todo = [i for i in ids if not is_done(run_dir, i)]
+    pending = {index[i] for i in todo}
     # Groups of the whole id list, so an image's batch never depends on what is left.
     groups = [
         g
         for g in image_groups([index[i] for i in ids], int(settings.batch_size))
-        if any(not is_done(run_dir, reader.ids[j]) for j in g)
+        if pending.intersection(g)
     ]
     log.info(
         "%d of %d images to localize (%d already done), %d groups of up to %d -> %s",
