@@ -153,6 +153,34 @@ def seed_precision_recall(
     return seed_scores_from_counts(seed_counts(seeds, target, ignore_index))
 
 
+def covered_confusion(
+    seeds: ArrayLike, target: ArrayLike, num_classes: int = 21, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """np.int64 (K, K + 1) confusion of seeds, rows = truth: column K holds the
+    pixels with ground truth that the seeds leave unlabelled (``ignore_index``).
+
+    Sum over images and pass to :func:`coverage_miou`.
+    """
+    seeds_t = _as_long_tensor(seeds)
+    extended = torch.where(seeds_t == ignore_index, num_classes, seeds_t)
+    cm = confusion_counts(extended, target, num_classes + 1, ignore_index).cpu().numpy()
+    return cm[:num_classes]
+
+
+def coverage_miou(cm: ArrayLike) -> float:
+    """The *coverage-aware* seed mIoU of a :func:`covered_confusion`: an unlabelled
+    pixel counts as a miss of its true class, so seeds score well only when they
+    are both right and plentiful (what DSRG needs to grow from). IoU_c = TP / (TP +
+    FP + FN) with FN including class c's unlabelled pixels; classes absent from
+    truth and seeds are left out of the mean."""
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[0]
+    tp = np.diag(cm[:, :k])
+    union = cm.sum(1) + cm[:, :k].sum(0) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
+
+
 class ConfusionMIoU(Metric):
     """mIoU from a confusion matrix accumulated over batches (and DDP processes).
 
@@ -195,3 +223,84 @@ class ConfusionMIoU(Metric):
         processes like :meth:`compute`."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn):
             return miou_from_confusion(self.confmat.clone())[1]
+
+
+# --------------------------------------------------------------------------------------
+# Saliency maps against the object pixels (the salient-object literature's measures).
+
+#: β² of the F-measure: 0.3 weighs precision more than recall, the convention since
+#: Achanta et al. (CVPR 2009) that the salient-object benchmarks keep.
+SALIENCY_BETA2 = 0.3
+
+
+class SaliencyScores(NamedTuple):
+    """``max_f_beta``: the highest F-β over the 256 thresholds of the mean
+    precision and recall curves; ``threshold``: where (in [0, 1]); ``mae``: mean
+    over images of the mean absolute difference between map and object mask."""
+
+    max_f_beta: float
+    threshold: float
+    mae: float
+    images: int
+
+
+class SaliencyScore:
+    """Max F-β and MAE of saliency maps against the object pixels, image by image.
+
+    A saliency map is uint8 (0..255 → [0, 1]) or floats in [0, 1]; the truth is a label mask whose
+    object pixels (1..254) are salient and whose background (0) is not; void
+    pixels (255) count in neither. At each threshold t = 0..255 a pixel is salient
+    when its value is ≥ t; precision and recall are computed per image and averaged
+    over the images with object pixels, and F-β comes from those averages (the
+    benchmark convention of Borji et al., "Salient Object Detection: A Benchmark",
+    TIP 2015).
+    """
+
+    def __init__(self, beta2: float = SALIENCY_BETA2) -> None:
+        self.beta2 = beta2
+        self._precision = np.zeros(256)
+        self._recall = np.zeros(256)
+        self._with_objects = 0
+        self._abs_error = 0.0
+        self._images = 0
+
+    def update(self, saliency: np.ndarray, mask: np.ndarray) -> None:
+        sal = np.asarray(saliency)
+        mask = np.asarray(mask)
+        if sal.dtype != np.uint8:  # [0, 1] floats, read back to the 256 levels
+            if sal.size and (np.nanmin(sal) < 0 or np.nanmax(sal) > 1):
+                raise ValueError("saliency must be uint8 (0..255) or floats in [0, 1]")
+            sal = np.rint(sal * 255).astype(np.uint8)
+        if sal.shape != mask.shape:
+            raise ValueError(f"saliency {sal.shape} and mask {mask.shape} differ in size")
+        valid = mask != IGNORE_INDEX
+        values = sal[valid].astype(np.int64)
+        salient = mask[valid] > 0
+        if not values.size:
+            return
+        self._images += 1
+        self._abs_error += float(np.abs(values / 255.0 - salient).mean())
+        if not salient.any():
+            return
+        # Pixels at or above each threshold: reversed cumulative histograms.
+        pos = np.bincount(values[salient], minlength=256)[::-1].cumsum()[::-1]
+        neg = np.bincount(values[~salient], minlength=256)[::-1].cumsum()[::-1]
+        called = pos + neg
+        self._precision += np.divide(pos, called, out=np.zeros(256), where=called > 0)
+        self._recall += pos / salient.sum()
+        self._with_objects += 1
+
+    def result(self) -> SaliencyScores:
+        if not self._with_objects:
+            raise ValueError("no image with object pixels was scored")
+        p = self._precision / self._with_objects
+        r = self._recall / self._with_objects
+        denom = self.beta2 * p + r
+        f = np.divide((1 + self.beta2) * p * r, denom, out=np.zeros(256), where=denom > 0)
+        best = int(f.argmax())
+        return SaliencyScores(
+            max_f_beta=float(f[best]),
+            threshold=best / 255.0,
+            mae=self._abs_error / self._images,
+            images=self._images,
+        )

@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
 from ficklenet.choices import Choice
+from ficklenet.data.toy_saliency import SaliencyQuality
 from ficklenet.data.voc import LabelsFrom
 from ficklenet.dsrg.crf import CRFBackend, Unary
 from ficklenet.lit.loggers import LoggerName
@@ -60,6 +61,11 @@ class ToyConfig:
     n_train_aug: int = 400
     n_train: int = 100
     n_val: int = 80
+    # Saliency maps in Saliency/: perfect | good | realistic | poor | none. The default
+    # fails as a classical detector (DRFI) does on natural images (max F-beta ~0.7,
+    # MAE ~0.2; docs/method.md, "Saliency on the proving ground"); perfect is the
+    # answer key, none writes no maps.
+    saliency: SaliencyQuality = SaliencyQuality.realistic
 
 
 @dataclass

@@ -41,6 +41,7 @@ def ensure_dataset(data_cfg: Any) -> Path:
         n_train=int(toy.n_train),
         n_val=int(toy.n_val),
         size=int(toy.size),
+        saliency=str(toy.saliency),
     )
     if made is not None:  # outdated: the same set, from the current generator
         params.update({k: v for k, v in made["params"].items() if k in params})

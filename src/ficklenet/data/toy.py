@@ -25,8 +25,11 @@ objects overlap a little (later ones occlude earlier ones, never their parts);
 Gaussian noise and a random JPEG quality; occasionally an extra small object marked
 ``difficult`` in the XML and void (255) in the masks, as VOC does. Masks carry a 255
 border one pixel either side of every object boundary, like VOC's. ``Saliency/``
-holds a blurred, imperfect saliency map per image for the saliency background-seed
-path.
+holds a saliency map per image for the saliency background-seed path, failing the
+way a classical detector does at the chosen level (:mod:`ficklenet.data.toy_saliency`:
+``perfect``, ``good``, ``realistic`` (default), ``poor``, or ``none`` for no maps).
+The level changes only ``Saliency/``: images, masks and annotations are the same at
+every level.
 
 Splits: ``train_aug`` (image labels for all; SBD-style masks in
 ``SegmentationClassAug``), ``train`` = the first ``n_train`` ids of ``train_aug`` (also
@@ -46,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from ficklenet.data.classes import (
     IGNORE_INDEX,
@@ -55,6 +58,7 @@ from ficklenet.data.classes import (
     save_index_png,
     save_palette_png,
 )
+from ficklenet.data.toy_saliency import SALIENCY_LEVELS, SaliencyQuality, render_saliency
 
 __all__ = ["ToyParams", "is_toy_voc", "toy_settings", "write_toy_voc", "TOY_MARKER"]
 
@@ -62,7 +66,7 @@ __all__ = ["ToyParams", "is_toy_voc", "toy_settings", "write_toy_voc", "TOY_MARK
 TOY_MARKER = "toy_voc.json"
 _FORMAT = "ficklenet-toy-voc"
 # Bump whenever the generator's output changes, so cached toy sets are rewritten.
-_GENERATOR_VERSION = 3
+_GENERATOR_VERSION = 4
 
 _NUM_STYLES = 5
 _BODY_COLOURS = (  # (a, b) per body style; mid-tones, kept away from the part colours
@@ -95,9 +99,11 @@ class ToyParams:
     n_train: int = 100
     n_val: int = 80
     size: int = 96
-    saliency: bool = True
+    # Saliency quality (ficklenet.data.toy_saliency.SALIENCY_LEVELS).
+    saliency: str = SaliencyQuality.realistic.value
 
     def validate(self) -> None:
+        SaliencyQuality.parse(self.saliency, "toy saliency")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.n_train_aug < NUM_CLASSES or self.n_val < NUM_CLASSES:
@@ -131,8 +137,12 @@ def toy_settings(root: str | os.PathLike[str]) -> dict | None:
     meta = _read_marker(Path(root))
     if meta is None:
         return None
+    params = dict(meta.get("params", {}))
+    if isinstance(params.get("saliency"), bool):  # versions <= 3: saliency maps or not
+        default = SaliencyQuality.realistic if params["saliency"] else SaliencyQuality.none
+        params["saliency"] = default.value
     return {
-        "params": meta.get("params", {}),
+        "params": params,
         "current": meta.get("generator_version") == _GENERATOR_VERSION,
     }
 
@@ -149,7 +159,7 @@ def write_toy_voc(
     n_train: int = 100,
     n_val: int = 80,
     size: int = 96,
-    saliency: bool = True,
+    saliency: str = SaliencyQuality.realistic.value,
 ) -> Path:
     """Write the toy VOC dataset to ``out`` and return its root (``out`` itself).
 
@@ -166,7 +176,7 @@ def write_toy_voc(
         n_train=int(n_train),
         n_val=int(n_val),
         size=int(size),
-        saliency=bool(saliency),
+        saliency=str(SaliencyQuality.parse(saliency, "saliency")),
     )
     params.validate()
     out = Path(out).expanduser().absolute()
@@ -243,7 +253,8 @@ def _write_all(root: Path, params: ToyParams) -> None:
         "aug": root / "SegmentationClassAug",
         "sets": root / "ImageSets" / "Segmentation",
     }
-    if params.saliency:
+    level = SALIENCY_LEVELS[SaliencyQuality(params.saliency)]
+    if level.writes_maps:
         dirs["sal"] = root / "Saliency"
     for d in dirs.values():
         d.mkdir(parents=True)
@@ -272,8 +283,14 @@ def _write_all(root: Path, params: ToyParams) -> None:
         save_index_png(sample.mask, dirs["aug"] / f"{image_id}.png")
         if image_id in with_palette_mask:
             save_palette_png(sample.mask, dirs["cls"] / f"{image_id}.png")
-        if params.saliency:
-            Image.fromarray(sample.saliency).save(dirs["sal"] / f"{image_id}.png", format="PNG")
+        if level.writes_maps:
+            # Its own generator: the level never changes the images' draws.
+            saliency = render_saliency(
+                level,
+                np.random.default_rng([params.seed, 3, index]),
+                [obj.body for obj in sample.objects],
+            )
+            Image.fromarray(saliency).save(dirs["sal"] / f"{image_id}.png", format="PNG")
 
     for name, split_ids in (
         ("train_aug", train_aug),
@@ -329,7 +346,6 @@ class _Object:
 class _Sample:
     image: np.ndarray  # uint8 (S, S, 3)
     mask: np.ndarray  # uint8 (S, S): 0 bg, 1..20, 255 void
-    saliency: np.ndarray  # uint8 (S, S)
     objects: list[_Object]
     boxes: list[tuple[int, int, int, int]]  # VOC 1-based xmin, ymin, xmax, ymax
     jpeg_quality: int
@@ -375,10 +391,10 @@ def _render(rng: np.random.Generator, size: int, primary: int) -> _Sample:
 
     sigma = rng.uniform(3.0, 10.0)
     noisy = image + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    _skip_v3_saliency_draws(rng, size, len(objects))
     return _Sample(
         image=np.clip(noisy + 0.5, 0, 255).astype(np.uint8),
         mask=mask,
-        saliency=_saliency(rng, size, objects, yy, xx),
         objects=objects,
         boxes=boxes,
         jpeg_quality=int(rng.integers(55, 96)),
@@ -563,23 +579,20 @@ def _boundary(instances: np.ndarray) -> np.ndarray:
     return out
 
 
-def _saliency(
-    rng: np.random.Generator, size: int, objects: list[_Object], yy: np.ndarray, xx: np.ndarray
-) -> np.ndarray:
-    # Imperfect on purpose, like DRFI: blurred edges, uneven brightness per object and
-    # now and then a faint false positive in the background.
-    sal = np.zeros((size, size), dtype=np.float32)
-    for obj in objects:
-        sal[obj.body] = rng.uniform(0.75, 1.0)
+def _skip_v3_saliency_draws(rng: np.random.Generator, size: int, n_objects: int) -> None:
+    """Draw what generator version 3 drew for its saliency map, and discard it.
+
+    Version 3 drew its (near perfect) saliency from the image's generator before
+    the JPEG quality; drawing the same numbers keeps every image, mask and
+    annotation byte-identical to version 3, so figures measured on it without
+    saliency still hold (tests/test_toy_voc.py checks a digest of them).
+    """
+    rng.uniform(0.75, 1.0, n_objects)
     if rng.random() < 0.3:
-        cy, cx = rng.uniform(0, size, 2)
-        r = rng.uniform(0.05, 0.12) * size
-        blob = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        sal[blob] = np.maximum(sal[blob], rng.uniform(0.2, 0.45))
-    img = Image.fromarray((sal * 255 + 0.5).astype(np.uint8))
-    img = img.filter(ImageFilter.GaussianBlur(radius=size / 48))
-    noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 4, (size, size))
-    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+        rng.uniform(0, size, 2)
+        rng.uniform(0.05, 0.12)
+        rng.uniform(0.2, 0.45)
+    rng.normal(0, 4, (size, size))
 
 
 def _annotation_xml(image_id: str, sample: _Sample, segmented: bool) -> str:

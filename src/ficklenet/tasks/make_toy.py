@@ -29,6 +29,7 @@ def run_make_toy(cfg: DictConfig) -> str:
         n_train=cfg.toy.n_train,
         n_val=cfg.toy.n_val,
         size=cfg.toy.size,
+        saliency=cfg.toy.saliency,
     )
     log.info("toy VOC at %s (%.1f s)", root, time.perf_counter() - start)
     print(root)
