@@ -163,7 +163,8 @@ class VOCReader:
                 raise VOCDataError(
                     f"{self.saliency_dir}: saliency directory not found. Point saliency_dir "
                     "(relative to the VOC root or absolute) at a folder of <id>.png saliency "
-                    "maps, or set it to null to use low class scores for background seeds."
+                    "maps, or set it to null (data.saliency_dir=null) to use low class scores "
+                    "for background seeds (a toy written with toy.saliency=none has no maps)."
                 )
         self.split_file = self._find_split_file(split)
         self.ids: list[str] = self._read_split_file(self.split_file)
