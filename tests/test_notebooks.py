@@ -43,4 +43,6 @@ def test_inspect_run_notebook_executes(tmp_path, toy_root, monkeypatch):
     assert len(figures) >= 1
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "segmenter val mIoU, no CRF" in text
+    assert "mask-to-mask variation" in text and "grad_x_act" in text
+    assert len(figures) >= 2  # the inspection and the two formulas' maps
     assert os.fspath(run) in text

@@ -51,7 +51,7 @@ from ficklenet.localization import sample_maps
 from ficklenet.tasks.pipeline import results, results_table
 from ficklenet.tasks.run_record import RECORD
 
-__all__ = ["ImageInspection", "RunView", "load_run"]
+__all__ = ["FormulaMaps", "ImageInspection", "RunView", "load_run", "plot_formula_maps"]
 
 
 @dataclass
@@ -151,9 +151,12 @@ class RunView:
         return rgb, image.to(self.device)
 
     @torch.no_grad()
-    def stochastic_maps(self, image_id: str, n_maps: int) -> tuple[np.ndarray, np.ndarray]:
+    def stochastic_maps(
+        self, image_id: str, n_maps: int, formula: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(N, K, h, w) individual maps and their (K, h, w) aggregate, on the
-        feature grid, at the first localization scale without flip."""
+        feature grid, at the first localization scale without flip; ``formula``
+        replaces the run's (the masks are the same draws either way)."""
         opt = self.localize_cfg.localize
         _, image = self._normalised(image_id)
         classes = [int(c) - 1 for c in self.reader.labels(image_id)]
@@ -167,7 +170,7 @@ class RunView:
             classes,
             n=int(n_maps),
             generator=gen,
-            formula=opt.formula,
+            formula=formula or opt.formula,
             chunk=int(opt.chunk),
             memory_mb=float(opt.memory_mb),
             aggregate=opt.aggregate,
@@ -247,6 +250,44 @@ class RunView:
         """A matplotlib figure of :meth:`inspect`'s result (see :func:`plot_inspection`)."""
         return plot_inspection(self.inspect(image_id, n_maps))
 
+    def formula_maps(self, image_id: str, n_maps: int = 8) -> FormulaMaps:
+        """The same N masks' maps under every formula (:class:`FormulaMaps`)."""
+        from ficklenet.localization.maps import Formula
+
+        maps = {str(f): self.stochastic_maps(image_id, n_maps, str(f)) for f in Formula}
+        return FormulaMaps(
+            image_id=image_id,
+            image=self.reader.image(image_id),
+            classes=[int(c) for c in self.reader.labels(image_id)],
+            maps={f: every for f, (every, _) in maps.items()},
+            aggregate={f: agg for f, (_, agg) in maps.items()},
+            map_input_size=self.map_input_size(image_id),
+            map_stride=self.classifier.backbone.output_stride,
+        )
+
+    def formula_figure(self, image_id: str, n_maps: int = 8) -> Any:
+        """:func:`plot_formula_maps` of :meth:`formula_maps`."""
+        return plot_formula_maps(self.formula_maps(image_id, n_maps))
+
+
+@dataclass
+class FormulaMaps:
+    """One image's N stochastic maps (the same masks) under each formula."""
+
+    image_id: str
+    image: np.ndarray  # uint8 (H, W, 3)
+    classes: list[int]
+    maps: dict[str, np.ndarray]  # formula -> (N, K, h, w), each map max-normalised
+    aggregate: dict[str, np.ndarray]  # formula -> (K, h, w)
+    map_input_size: tuple[int, int]
+    map_stride: int
+
+    def variation(self) -> dict[str, float]:
+        """How much the maps move from mask to mask, per formula: the mean over
+        the feature cells (and classes) of the standard deviation over the N
+        max-normalised maps. 0 when every mask gives the same map."""
+        return {f: float(m.std(axis=0).mean()) for f, m in self.maps.items()}
+
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> RunView:
     """A :class:`RunView` of ``run_dir``."""
@@ -295,5 +336,47 @@ def plot_inspection(ins: ImageInspection) -> Any:
                 ax.imshow(picture)
                 ax.set_title(title, fontsize=7)
     fig.suptitle(f"{ins.image_id}: {names}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_formula_maps(fm: FormulaMaps) -> Any:
+    """One row per formula: the N individual maps (max over the image's classes)
+    over the image, then their union (the aggregate); the title gives each
+    formula's mask-to-mask variation (:meth:`FormulaMaps.variation`)."""
+    import matplotlib.pyplot as plt
+
+    from ficklenet.data.classes import VOC_CLASSES
+    from ficklenet.viz import map_overlay
+
+    size = fm.image.shape[:2]
+
+    def on_image(maps: np.ndarray) -> np.ndarray:
+        grid = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+        return grid_to_image(grid, size, fm.map_stride, input_size=fm.map_input_size).numpy()
+
+    variation = fm.variation()
+    n = max(len(m) for m in fm.maps.values())
+    fig, axes = plt.subplots(len(fm.maps), n + 1, figsize=(1.7 * (n + 1), 2.0 * len(fm.maps)))
+    axes = np.atleast_2d(axes)
+    for row, (formula, maps) in enumerate(fm.maps.items()):
+        panels = [(f"mask {i + 1}", m) for i, m in enumerate(maps)]
+        panels.append(("union", fm.aggregate[formula]))
+        for col, (title, m) in enumerate(panels):
+            ax = axes[row][col]
+            ax.axis("off")
+            ax.imshow(map_overlay(fm.image, on_image(m)))
+            ax.set_title(title, fontsize=7)
+        axes[row][0].text(
+            -0.1,
+            0.5,
+            f"{formula}\nvariation {variation[formula]:.3f}",
+            fontsize=7,
+            transform=axes[row][0].transAxes,
+            ha="right",
+            va="center",
+        )
+    names = ", ".join(VOC_CLASSES[c - 1] for c in fm.classes) or "(no labels)"
+    fig.suptitle(f"{fm.image_id}: {names}: the same {n} masks under each formula", fontsize=9)
     fig.tight_layout()
     return fig
