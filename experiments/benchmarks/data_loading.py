@@ -257,6 +257,7 @@ def _overrides(args: argparse.Namespace, root: Path, workers: int) -> list[str]:
         f"data={'toy' if is_toy_voc(root) else 'voc'}",
         f"data.root={root}",
         "data.make_toy_if_missing=false",
+        "data.saliency_dir=null",  # the classifier reads no saliency (none is written)
         f"data.crop_size={args.crop_size}",
         f"data.batch_size={args.batch_size}",
         f"data.num_workers={workers}",
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 n_train=min(20, args.images),
                 n_val=20,
                 size=args.toy_size,
-                saliency=False,
+                saliency="none",
             )
         result = measure(args, root, device, load_before)
     text = format_result(result)

@@ -1,24 +1,29 @@
-"""Gather the ladder (``run.sh``) into tables, a paired comparison and plots.
+"""Gather the ladder (``run.sh``) into tables, paired comparisons and plots.
 
-    python experiments/ladder/gather.py [RUNS_DIR] [--out DIR]
+    python experiments/ladder/gather.py [RUNS_DIR] [--out DIR] [--choice CHOICE.json]
 
-Reads every pipeline job of the sweeps under ``RUNS_DIR`` (default ``runs/ladder``):
-``<sweep>/<job>/`` with the pipeline's ``metrics.json``, the job's overrides
-(``.hydra/overrides.yaml``: its ``table5=`` row and its ``seed=``) and, for the
-Table 5 rows, ``localize_val/metrics.json``. A job without ``table5=`` belongs to
-the row its sweep folder names (``supervised``, ``gt_seeds``). Writes into
-``--out`` (default: this folder) ``results.json`` (every run's figures and every
-row's mean, std and n), ``results.md`` (the ladder, the paired comparison of
-FickleNet p=0.9 against the deterministic classifier, and Table 5 beside the
-paper's numbers), ``table5.png`` (Table 5 with error bars) and ``curves.png``
+Reads ``RUNS_DIR`` (default ``runs/ladder``) as ``run.sh`` lays it out: the
+classifiers ``cls/<row>/seed<s>/``; the weakly supervised pipelines
+``<level>/<row>/<formula>/seed<s>/`` (the pipeline's ``metrics.json``: localize,
+segment, evaluate, evaluate_crf; and ``localize_val/metrics.json``) for each saliency
+level (realistic, perfect, none); the bars ``supervised/seed<s>/`` and
+``gt_seeds/seed<s>/``. ``--choice`` (default ``experiments/recipe/choice.json``)
+says which formula was chosen on train for each row and level. Writes into ``--out``
+(default: this folder) ``results.json`` (every run's figures, every row's mean, std
+and n, every paired comparison), ``results.md``, ``table5.png`` (Table 5 with error
+bars beside the paper's numbers), ``saliency_axis.png`` and ``curves.png``
 (training loss and validation metric per epoch of seed 0's runs).
 
-Statistics: mean ± sample standard deviation (n-1) over seeds; the paired
+Statistics: mean ± sample standard deviation (n-1) over training seeds; a paired
 comparison takes, seed by seed, the difference between two rows trained with the
 same seed, and reports its mean, its standard deviation, the paired t statistic
 with its two-sided p-value, and the exact sign-flip permutation p-value (all 2^n
 sign patterns of the differences). A difference whose interval ±2 standard errors
 contains 0 is reported as no difference.
+
+``read_run``, ``find_jobs`` and ``job_overrides`` read the ladder's earlier layout
+(one ``ficklenet-pipeline -m`` sweep per row, no saliency; ``run.sh`` at commit
+a02f831), which ``experiments/diagnosis`` and ``experiments/crf_backend`` build on.
 """
 
 from __future__ import annotations
@@ -194,27 +199,6 @@ def find_jobs(runs_dir: Path) -> dict[str, dict[int, Path]]:
     return rows
 
 
-def gather(runs_dir: Path) -> dict[str, Any]:
-    rows: dict[str, Any] = {}
-    for row, jobs in find_jobs(runs_dir).items():
-        runs = {}
-        for seed, job in sorted(jobs.items()):
-            figures = read_run(job)
-            if figures["segmenter mIoU"] is not None:
-                runs[seed] = figures
-        if not runs:
-            continue
-        summary = summarize(runs, [name for name, _, _ in FIGURES])
-        rows[row] = {"runs": runs, "summary": summary, "jobs": {s: str(j) for s, j in jobs.items()}}
-    comparisons = {}
-    if "fickle_0.9" in rows and "deterministic" in rows:
-        for name in ("seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF"):
-            result = paired_on(rows["fickle_0.9"]["runs"], rows["deterministic"]["runs"], name)
-            if result is not None:
-                comparisons[name] = result
-    return {"rows": rows, "fickle_0.9_minus_deterministic": comparisons}
-
-
 def fmt(summary: dict[str, Any], name: str) -> str:
     cell = summary.get(name)
     if cell is None:
@@ -222,116 +206,6 @@ def fmt(summary: dict[str, Any], name: str) -> str:
     if cell["std"] is None:
         return f"{100 * cell['mean']:.1f}"
     return f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    rows = result["rows"]
-    names = [n for n, _, _ in FIGURES]
-    lines = [
-        "| row | seeds | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
-    for key in ROW_LABELS:
-        if key in rows:
-            summary = rows[key]["summary"]
-            n = len(rows[key]["runs"])
-            cells = " | ".join(fmt(summary, name) for name in names)
-            lines.append(f"| {ROW_LABELS[key]} | {n} | {cells} |")
-    out = ["## The ladder (toy val; %; mean ± std over seeds)", "", *lines, ""]
-    comp = result["fickle_0.9_minus_deterministic"]
-    if comp:
-        out += [
-            "## FickleNet p=0.9 − deterministic, paired by seed",
-            "",
-            "| figure | differences (points) | mean ± std | t | p (t) | p (sign flips) | reading |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, c in comp.items():
-            diffs = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
-            reading = (
-                "no difference"
-                if c["no_difference"]
-                else ("FickleNet higher" if c["mean"] > 0 else "deterministic higher")
-            )
-            out.append(
-                f"| {name} | {diffs} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} | "
-                f"{c['t']:.2f} | {c['p_t']:.3f} | {c['p_permutation']:.3f} | {reading} |"
-            )
-        out.append("")
-    table5 = [k for k in TABLE5_ORDER if k in rows]
-    if table5:
-        out += [
-            "## Table 5 (segmenter val mIoU, %)",
-            "",
-            "| classifier | toy, no CRF | toy, + CRF | paper (VOC val, VGG16) |",
-            "|---|---|---|---|",
-        ]
-        for key in table5:
-            summary = rows[key]["summary"]
-            out.append(
-                f"| {ROW_LABELS[key].removesuffix(' → DSRG')} | {fmt(summary, 'segmenter mIoU')} | "
-                f"{fmt(summary, 'segmenter mIoU + CRF')} | {PAPER_TABLE5[key]:.1f} |"
-            )
-        ceiling = rows.get("supervised", {}).get("summary", {})
-        if ceiling:
-            out.append(
-                f"| *fully supervised ceiling* | {fmt(ceiling, 'segmenter mIoU')} | "
-                f"{fmt(ceiling, 'segmenter mIoU + CRF')} | – |"
-            )
-        out.append("")
-    return "\n".join(out)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    keys = [k for k in TABLE5_ORDER if k in rows]
-    if not keys:
-        return
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    xs = range(len(keys))
-    for offset, name, colour in (
-        (-0.2, "segmenter mIoU", "tab:blue"),
-        (0.0, "segmenter mIoU + CRF", "tab:cyan"),
-    ):
-        means = [100 * rows[k]["summary"][name]["mean"] for k in keys]
-        errs = [100 * (rows[k]["summary"][name]["std"] or 0.0) for k in keys]
-        ax.bar(
-            [x + offset for x in xs],
-            means,
-            0.2,
-            yerr=errs,
-            capsize=3,
-            color=colour,
-            label=f"toy: {name}",
-        )
-    ax.bar(
-        [x + 0.2 for x in xs],
-        [PAPER_TABLE5[k] for k in keys],
-        0.2,
-        color="tab:gray",
-        label="paper (VOC val)",
-    )
-    ceiling = rows.get("supervised", {}).get("summary", {}).get("segmenter mIoU")
-    if ceiling:
-        ax.axhline(100 * ceiling["mean"], color="k", ls="--", lw=1, label="toy ceiling")
-    ax.set_xticks(
-        list(xs),
-        [ROW_LABELS[k].removesuffix(" → DSRG") for k in keys],
-        rotation=20,
-        ha="right",
-        fontsize=8,
-    )
-    ax.set_ylabel("val mIoU (%)")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Table 5 on the proving ground: mean ± std over seeds", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], list[float]]:
@@ -353,37 +227,398 @@ def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], l
     return epochs, [sum(losses[e]) / len(losses[e]) for e in epochs], [values[e] for e in epochs]
 
 
-def plot_curves(result: dict[str, Any], path: Path, seed: int = 0) -> None:
-    """Training loss and the validation metric per epoch of seed ``seed``'s runs: is
-    each stage trained to near convergence by its default budget?"""
+# --------------------------------------------------------------------------------------
+# The ladder under the papers' recipe (run.sh's layout).
+
+LEVELS = ("perfect", "realistic", "none")  # saliency quality, best first
+DEFAULT_LEVEL = "realistic"
+FORMULAS = ("gradcam", "grad_x_act")
+PAIRED = ("deterministic", "fickle_0.9")
+# (name, stage, key) of the figures of a weakly supervised run, fractions in [0, 1];
+# seed and CAM figures on val (localize_val), which chose nothing.
+WEAK_FIGURES: list[tuple[str, str, str]] = [
+    ("classifier mAP", "classify", "val/mAP"),
+    ("seed mIoU", "localize_val", "seed/miou"),
+    ("seed precision", "localize_val", "seed/precision"),
+    ("seed recall", "localize_val", "seed/recall"),
+    ("seed labelled", "localize_val", "seed/labelled_fraction"),
+    ("CAM mIoU", "localize_val", "cam/best_miou"),
+    ("CAM object recall", "localize_val", "cam/object_recall"),
+    ("segmenter mIoU", "evaluate", "miou"),
+    ("segmenter mIoU + CRF", "evaluate_crf", "miou"),
+]
+# What DSRG's growing did, on train at the end of training (ficklenet.tasks.seed_growth).
+GROWTH_FIGURES: list[tuple[str, str, str]] = [
+    ("seeds mIoU", "segment", "seed/miou"),
+    ("seeds precision", "segment", "seed/precision"),
+    ("seeds labelled", "segment", "seed/labelled_fraction"),
+    ("grown mIoU", "segment", "grown_seed/miou"),
+    ("grown precision", "segment", "grown_seed/precision"),
+    ("grown labelled", "segment", "grown_seed/labelled_fraction"),
+    ("prediction mIoU (train)", "segment", "train/miou"),
+]
+ALL_FIGURES = WEAK_FIGURES + GROWTH_FIGURES
+COMPARED = ("seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF")
+
+
+def read_figures(job: Path, classifier: Path | None) -> dict[str, float | None]:
+    """Every figure of one weakly supervised (or bar) run; None where missing."""
+    stages: dict[str, dict[str, Any]] = {}
+    for name, path in (
+        ("", job / "metrics.json"),
+        ("localize_val", job / "localize_val" / "metrics.json"),
+        ("classify", (classifier or Path("/nonexistent")) / "metrics.json"),
+    ):
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        if name:
+            stages[name] = data
+        else:  # the pipeline's metrics.json: one entry per stage
+            stages.update(data)
+    out: dict[str, float | None] = {}
+    for name, stage, key in ALL_FIGURES:
+        value = stages.get(stage, {}).get(key)
+        out[name] = None if value is None else float(value)
+    return out
+
+
+def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str, Any] | None:
+    runs = {}
+    for seed, job in sorted(jobs.items()):
+        figures = read_figures(job, classifiers.get(seed))
+        if figures["segmenter mIoU + CRF"] is not None:
+            runs[seed] = figures
+    if not runs:
+        return None
+    return {
+        "runs": runs,
+        "summary": summarize(runs, [n for n, _, _ in ALL_FIGURES]),
+        "jobs": {s: str(j) for s, j in jobs.items()},
+    }
+
+
+def _seeds(folder: Path) -> dict[int, Path]:
+    return {int(p.name.removeprefix("seed")): p for p in sorted(folder.glob("seed*")) if p.is_dir()}
+
+
+def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
+    weak: dict[str, dict[str, dict[str, Any]]] = {}
+    for level in LEVELS:
+        for row_dir in sorted((runs_dir / level).glob("*")):
+            for formula_dir in sorted(row_dir.glob("*")):
+                jobs = _seeds(formula_dir)
+                cls = {s: runs_dir / "cls" / row_dir.name / f"seed{s}" for s in jobs}
+                row = _row(jobs, cls)
+                if row is not None:
+                    weak.setdefault(level, {}).setdefault(row_dir.name, {})[formula_dir.name] = row
+    bars = {}
+    for name in ("supervised", "gt_seeds"):
+        row = _row(_seeds(runs_dir / name), {})
+        if row is not None:
+            bars[name] = row
+    chosen = {
+        level: {row: entry["formula"] for row, entry in data["rows"].items()}
+        for level, data in choice.get("levels", {}).items()
+    }
+    comparisons: dict[str, dict[str, Any]] = {}
+    for level, rows in weak.items():
+        if not all(r in rows for r in PAIRED):
+            continue
+        det, fickle = (rows[r] for r in PAIRED)
+        pairs = {f: (fickle.get(f), det.get(f)) for f in FORMULAS}
+        pick = chosen.get(level, {})
+        if all(r in pick for r in PAIRED):
+            pairs["chosen"] = (fickle.get(pick["fickle_0.9"]), det.get(pick["deterministic"]))
+        for label, (a, b) in pairs.items():
+            if a is None or b is None:
+                continue
+            got = {n: paired_on(a["runs"], b["runs"], n) for n in COMPARED}
+            comparisons.setdefault(level, {})[label] = {k: v for k, v in got.items() if v}
+    return {"weak": weak, "bars": bars, "chosen": chosen, "fickle_minus_deterministic": comparisons}
+
+
+def _label(row: str) -> str:
+    return ROW_LABELS[row].removesuffix(" → DSRG")
+
+
+def _reading(c: dict[str, Any]) -> str:
+    if c["no_difference"]:
+        return "no difference"
+    return "FickleNet higher" if c["mean"] > 0 else "deterministic higher"
+
+
+def _paired_lines(comp: dict[str, Any]) -> list[str]:
+    lines = [
+        "| formula | figure | differences (points) | mean ± std | t | p (t) | p (sign flips) "
+        "| reading |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, figures in comp.items():
+        name = "each its chosen" if label == "chosen" else f"`{label}`"
+        for fig, c in figures.items():
+            diffs = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
+            lines.append(
+                f"| {name} | {fig} | {diffs} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} | "
+                f"{c['t']:.2f} | {c['p_t']:.3f} | {c['p_permutation']:.3f} | {_reading(c)} |"
+            )
+    return lines
+
+
+def markdown_recipe(result: dict[str, Any]) -> str:
+    weak, bars, chosen = result["weak"], result["bars"], result["chosen"]
+    names = [n for n, _, _ in WEAK_FIGURES]
+    out = [
+        f"## The ladder (toy val; saliency `{DEFAULT_LEVEL}`; %; mean ± std over training seeds)",
+        "",
+        "Thresholds and formulas chosen on `train` (`experiments/recipe/choice.md`); the "
+        "formula each classifier chose is marked with *.",
+        "",
+        "| row | formula | seeds | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for key in ("supervised", "gt_seeds"):
+        if key in bars:
+            cells = " | ".join(fmt(bars[key]["summary"], n) for n in names)
+            out.append(f"| {ROW_LABELS[key]} | – | {len(bars[key]['runs'])} | {cells} |")
+    default = weak.get(DEFAULT_LEVEL, {})
+    for key in TABLE5_ORDER:
+        for formula, row in default.get(key, {}).items():
+            mark = "*" if chosen.get(DEFAULT_LEVEL, {}).get(key) == formula else ""
+            cells = " | ".join(fmt(row["summary"], n) for n in names)
+            out.append(f"| {ROW_LABELS[key]} | `{formula}`{mark} | {len(row['runs'])} | {cells} |")
+    out.append("")
+    comps = result["fickle_minus_deterministic"]
+    if DEFAULT_LEVEL in comps:
+        out += [
+            "## FickleNet p=0.9 − deterministic, paired by training seed "
+            f"(saliency `{DEFAULT_LEVEL}`)",
+            "",
+            *_paired_lines(comps[DEFAULT_LEVEL]),
+            "",
+        ]
+    table5 = [k for k in TABLE5_ORDER if k in default]
+    if table5:
+        out += [
+            f"## Table 5 (segmenter val mIoU, %; saliency `{DEFAULT_LEVEL}`; each classifier's "
+            "formula chosen on train)",
+            "",
+            "| classifier | formula | seeds | toy, no CRF | toy, + CRF | paper (VOC val, VGG16) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in table5:
+            formula = chosen.get(DEFAULT_LEVEL, {}).get(key) or next(iter(default[key]))
+            row = default[key].get(formula)
+            if row is None:
+                continue
+            out.append(
+                f"| {_label(key)} | `{formula}` | {len(row['runs'])} | "
+                f"{fmt(row['summary'], 'segmenter mIoU')} | "
+                f"{fmt(row['summary'], 'segmenter mIoU + CRF')} | {PAPER_TABLE5[key]:.1f} |"
+            )
+        if "supervised" in bars:
+            ceiling = bars["supervised"]["summary"]
+            out.append(
+                f"| *fully supervised ceiling* | – | {len(bars['supervised']['runs'])} | "
+                f"{fmt(ceiling, 'segmenter mIoU')} | {fmt(ceiling, 'segmenter mIoU + CRF')} | – |"
+            )
+        out.append("")
+    out += [
+        "## The saliency-quality axis (paired rows; toy val; %)",
+        "",
+        "| saliency | classifier | formula | seeds | seed mIoU | seed precision | seed labelled "
+        "| segmenter mIoU | segmenter mIoU + CRF |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for level in LEVELS:
+        for key in PAIRED:
+            for formula in FORMULAS:
+                row = weak.get(level, {}).get(key, {}).get(formula)
+                if row is None:
+                    continue
+                mark = "*" if chosen.get(level, {}).get(key) == formula else ""
+                cells = " | ".join(
+                    fmt(row["summary"], n)
+                    for n in (
+                        "seed mIoU",
+                        "seed precision",
+                        "seed labelled",
+                        "segmenter mIoU",
+                        "segmenter mIoU + CRF",
+                    )
+                )
+                n = len(row["runs"])
+                out.append(f"| {level} | {_label(key)} | `{formula}`{mark} | {n} | {cells} |")
+    out.append("")
+    for level in LEVELS:
+        if level != DEFAULT_LEVEL and level in comps:
+            out += [
+                f"### FickleNet p=0.9 − deterministic, paired, saliency `{level}`",
+                "",
+                *_paired_lines(comps[level]),
+                "",
+            ]
+    growth = [n for n, _, _ in GROWTH_FIGURES]
+    out += [
+        "## What DSRG's growing does (on `train`, at the end of training; %)",
+        "",
+        "Seeds as localized, the same seeds grown by the trained segmenter (DSRG's rule), and "
+        "the segmenter's own prediction, against the ground truth of `train`.",
+        "",
+        "| saliency | row | formula | seeds | " + " | ".join(growth) + " |",
+        "|---|---|---|---|" + "---|" * len(growth),
+    ]
+    if "gt_seeds" in bars:
+        cells = " | ".join(fmt(bars["gt_seeds"]["summary"], n) for n in growth)
+        out.append(
+            f"| – | {ROW_LABELS['gt_seeds']} | – | {len(bars['gt_seeds']['runs'])} | {cells} |"
+        )
+    for level in LEVELS:
+        for key in TABLE5_ORDER:
+            for formula, row in weak.get(level, {}).get(key, {}).items():
+                cells = " | ".join(fmt(row["summary"], n) for n in growth)
+                out.append(
+                    f"| {level} | {_label(key)} | `{formula}` | {len(row['runs'])} | {cells} |"
+                )
+    out.append("")
+    return "\n".join(out)
+
+
+def plot_table5(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    default = result["weak"].get(DEFAULT_LEVEL, {})
+    chosen = result["chosen"].get(DEFAULT_LEVEL, {})
+    keys = [k for k in TABLE5_ORDER if chosen.get(k) in default.get(k, {})]
+    if not keys:
+        return
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    xs = range(len(keys))
+    for offset, name, colour in (
+        (-0.2, "segmenter mIoU", "tab:blue"),
+        (0.0, "segmenter mIoU + CRF", "tab:cyan"),
+    ):
+        cells = [default[k][chosen[k]]["summary"][name] for k in keys]
+        ax.bar(
+            [x + offset for x in xs],
+            [100 * c["mean"] for c in cells],
+            0.2,
+            yerr=[100 * (c["std"] or 0.0) for c in cells],
+            capsize=3,
+            color=colour,
+            label=f"toy: {name}",
+        )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [PAPER_TABLE5[k] for k in keys],
+        0.2,
+        color="tab:gray",
+        label="paper (VOC val)",
+    )
+    for name, style in (("segmenter mIoU", "--"), ("segmenter mIoU + CRF", ":")):
+        ceiling = result["bars"].get("supervised", {}).get("summary", {}).get(name)
+        if ceiling:
+            ax.axhline(
+                100 * ceiling["mean"], color="k", ls=style, lw=1, label=f"toy ceiling ({name})"
+            )
+    ax.set_xticks(
+        list(xs), [f"{_label(k)}\n({chosen[k]})" for k in keys], rotation=20, ha="right", fontsize=7
+    )
+    ax.set_ylabel("val mIoU (%)")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title(
+        f"Table 5 on the proving ground (saliency {DEFAULT_LEVEL}): mean ± std over seeds",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_saliency_axis(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weak = result["weak"]
+    levels = [lv for lv in LEVELS if lv in weak]
+    if not levels:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, name in zip(axes, ("segmenter mIoU", "segmenter mIoU + CRF"), strict=True):
+        for k, (key, formula) in enumerate((r, f) for r in PAIRED for f in FORMULAS):
+            points = [
+                (i, weak[lv].get(key, {}).get(formula, {}).get("summary", {}).get(name))
+                for i, lv in enumerate(levels)
+            ]
+            points = [(i + 0.06 * (k - 1.5), c) for i, c in points if c]
+            if not points:
+                continue
+            ax.errorbar(
+                [x for x, _ in points],
+                [100 * c["mean"] for _, c in points],
+                yerr=[100 * (c["std"] or 0.0) for _, c in points],
+                capsize=3,
+                marker="o" if key == "fickle_0.9" else "s",
+                ls="-" if formula == "gradcam" else "--",
+                label=f"{_label(key)}, {formula}",
+            )
+        ceiling = result["bars"].get("supervised", {}).get("summary", {}).get(name)
+        if ceiling:
+            ax.axhline(100 * ceiling["mean"], color="k", ls=":", lw=1, label="fully supervised")
+        ax.set_xticks(range(len(levels)), levels)
+        ax.set_xlabel("saliency quality")
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel("val mIoU (%)")
+    axes[1].legend(fontsize=6)
+    fig.suptitle("Where the classifier's maps matter: mean ± std over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(result: dict[str, Any], runs_dir: Path, path: Path, seed: int = 0) -> None:
+    """Training loss and validation metric per epoch of seed ``seed``'s runs: is each
+    stage trained to near convergence by its default budget?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = result["chosen"].get(DEFAULT_LEVEL, {})
+    classifier = {r: runs_dir / "cls" / r / f"seed{seed}" / "logs" / "metrics.csv" for r in PAIRED}
+    segmenter = {
+        "supervised": runs_dir / "supervised" / f"seed{seed}" / "segment",
+        "gt_seeds": runs_dir / "gt_seeds" / f"seed{seed}" / "segment",
+        **{
+            r: runs_dir / DEFAULT_LEVEL / r / chosen.get(r, "gradcam") / f"seed{seed}" / "segment"
+            for r in PAIRED
+        },
+    }
     panels = [
-        ("classify", "val/mAP", "classifier (val mAP)", ["deterministic", "fickle_0.9"]),
+        ("val/mAP", "classifier (val mAP)", classifier),
         (
-            "segment",
             "val/miou",
             "segmenter (val mIoU)",
-            ["supervised", "gt_seeds", "deterministic", "fickle_0.9"],
+            {k: v / "logs" / "metrics.csv" for k, v in segmenter.items()},
         ),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex="col")
     drawn = False
-    for col, (stage, metric, title, rows) in enumerate(panels):
-        for row in rows:
-            job = result["rows"].get(row, {}).get("jobs", {}).get(seed)
-            csv_path = Path(job or "/nonexistent") / stage / "logs" / "metrics.csv"
+    for col, (metric, title, files) in enumerate(panels):
+        for row, csv_path in files.items():
             if not csv_path.is_file():
                 continue
             epochs, loss, value = epoch_curves(csv_path, metric)
-            axes[0][col].plot(epochs, loss, label=ROW_LABELS[row].removesuffix(" → DSRG"))
-            axes[1][col].plot(epochs, value, label=ROW_LABELS[row].removesuffix(" → DSRG"))
+            axes[0][col].plot(epochs, loss, label=_label(row))
+            axes[1][col].plot(epochs, value, label=_label(row))
             drawn = True
         axes[0][col].set_title(f"{title}: training loss", fontsize=9)
-        axes[1][col].set_title(f"{title}", fontsize=9)
+        axes[1][col].set_title(title, fontsize=9)
         axes[1][col].set_xlabel("epoch")
         axes[1][col].legend(fontsize=7)
     if drawn:
@@ -396,14 +631,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", nargs="?", default="runs/ladder")
     parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--choice", default=str(HERE.parent / "recipe" / "choice.json"))
     args = parser.parse_args()
     out = Path(args.out)
-    result = gather(Path(args.runs_dir))
-    (out / "results.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    text = markdown(result)
+    runs_dir = Path(args.runs_dir)
+    choice_path = Path(args.choice)
+    choice = json.loads(choice_path.read_text()) if choice_path.is_file() else {}
+    result = gather_recipe(runs_dir, choice)
+    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    text = markdown_recipe(result)
     (out / "results.md").write_text(text)
-    plot(result, out / "table5.png")
-    plot_curves(result, out / "curves.png")
+    plot_table5(result, out / "table5.png")
+    plot_saliency_axis(result, out / "saliency_axis.png")
+    plot_curves(result, runs_dir, out / "curves.png")
     print(text)
 
 
