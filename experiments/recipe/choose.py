@@ -63,9 +63,23 @@ def main() -> None:
             "table": table,
         }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "choice.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_choice(args.out / "choice.json", result)
     (args.out / "choice.md").write_text(report(result))
     print(report(result))
+
+
+def write_choice(path: Path, result: dict) -> None:
+    """The choice, indented, with its grid one compact row per line (figures to 5 digits)."""
+    rounded = json.loads(json.dumps(result), parse_float=lambda v: round(float(v), 5))
+    tables = {}
+    for name, level in rounded["levels"].items():
+        tables[name] = level["table"]
+        level["table"] = f"@table:{name}"
+    text = json.dumps(rounded, indent=1)
+    for name, table in tables.items():
+        rows = ",\n".join("  " + json.dumps(r) for r in table)
+        text = text.replace(json.dumps(f"@table:{name}"), "[\n" + rows + "\n  ]")
+    path.write_text(text + "\n")
 
 
 def report(result: dict) -> str:
