@@ -3,7 +3,8 @@
 # FickleNet p=0.9 and deterministic seeds (training seeds 0-2) are trained on again
 # with segmenter.crf_backend=torch (exact dense kernels) instead of pydensecrf
 # (permutohedral lattice), everything else as in the ladder; compare.py pairs the
-# results with the ladder's by seed. Run experiments/ladder/run.sh first.
+# results with the ladder's by seed. It reads the ladder before the papers' recipe (no
+# saliency): run both at commit a02f831, where the toy had no saliency default.
 #     bash experiments/crf_backend/run.sh && python experiments/crf_backend/compare.py
 set -euo pipefail
 BIN=${BIN:-.venv/bin}

@@ -10,8 +10,8 @@
 #      instead of gradcam, then DSRG and evaluation as in the ladder.
 #   3. The window size s: whole pipelines with s=5 instead of the toy's 3, for the
 #      deterministic classifier and FickleNet p=0.9, three seeds each.
-# Reads the ladder's runs (LADDER, default runs/ladder: run experiments/ladder/run.sh
-# first). Rerunning skips finished steps. Two jobs at a time, one thread each.
+# Reads the runs of the ladder before the papers' recipe (no saliency; LADDER, default
+# runs/ladder): run both at commit a02f831, where the toy had no saliency default. Rerunning skips finished steps. Two jobs at a time, one thread each.
 #     bash experiments/diagnosis/run.sh && python experiments/diagnosis/gather.py
 set -euo pipefail
 BIN=${BIN:-.venv/bin}

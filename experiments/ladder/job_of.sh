@@ -10,6 +10,6 @@ job_of() {
             return
         fi
     done
-    echo "no ladder job for table5=$1 seed=$2 under $LADDER: run experiments/ladder/run.sh" >&2
+    echo "no ladder job for table5=$1 seed=$2 under $LADDER: run the ladder of commit a02f831 (before the recipe) there" >&2
     return 1
 }
