@@ -96,6 +96,14 @@ def test_thresholds_are_parameters() -> None:
     assert out[0, 0, 2] == 1 and out[0, 5, 2] == 0
 
 
+def test_thresholds_of_one_never_grow() -> None:
+    probs, seeds, present, _ = hand_case()
+    certain = torch.zeros_like(probs)
+    certain[:, 1] = 1.0  # even a probability of exactly 1 does not exceed 1
+    for p in (probs, certain):
+        torch.testing.assert_close(grow(p, seeds, present, fg_thresh=1.0, bg_thresh=1.0), seeds)
+
+
 def random_case(
     batch: int, classes: int, size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -220,6 +220,8 @@ def test_from_checkpoint_refuses_other_stages(tmp_path: Path) -> None:
 def test_validate_segment_names_the_key() -> None:
     with pytest.raises(ValueError, match="segmenter.grow_fg_prob"):
         validate_segment(compose_segment("segmenter.grow_fg_prob=1.5"))
+    # 1.0 is allowed: nothing exceeds it, so nothing grows (the growing ablation).
+    validate_segment(compose_segment("segmenter.grow_fg_prob=1.0", "segmenter.grow_bg_prob=1.0"))
     # A misspelt choice does not get that far: the schema's enum refuses it.
     with pytest.raises(ConfigCompositionException, match="segmenter.crf.unary"):
         compose_segment("segmenter.crf.unary=log")

@@ -299,7 +299,8 @@ def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str
 
 
 def _seeds(folder: Path) -> dict[int, Path]:
-    return {int(p.name.removeprefix("seed")): p for p in sorted(folder.glob("seed*")) if p.is_dir()}
+    found = (p for p in sorted(folder.glob("seed*")) if p.is_dir())
+    return {int(p.name[4:]): p for p in found if p.name[4:].isdigit()}
 
 
 def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:

@@ -427,7 +427,8 @@ class SegmenterModelConfig:
     # Region growing: a pixel joins a seed region when the CRF's probability of its
     # best present class exceeds this (foreground / background; official
     # generate_seed_step: th2=0.85, th1=0.99). Probabilities, unlike localize's
-    # fg/bg_threshold, which are fractions of a class map's maximum.
+    # fg/bg_threshold, which are fractions of a class map's maximum. 1.0 never grows
+    # (no probability exceeds it): DSRG on its seeds alone, the growing ablation.
     grow_fg_prob: float = 0.85
     grow_bg_prob: float = 0.99
     # L = seed_loss_weight * balanced seeding loss + boundary_loss_weight * boundary loss.

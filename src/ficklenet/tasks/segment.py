@@ -47,8 +47,10 @@ def validate_segment(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
     seg = cfg.segmenter
     for key in ("grow_fg_prob", "grow_bg_prob"):
-        if not 0.0 <= seg[key] < 1.0:
-            raise ValueError(f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1)")
+        if not 0.0 <= seg[key] <= 1.0:
+            raise ValueError(
+                f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1] (1: never grow)"
+            )
     for key in ("seed_loss_weight", "boundary_loss_weight"):
         if seg[key] < 0:
             raise ValueError(f"segmenter.{key}={seg[key]}: must be >= 0")
