@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ def main() -> None:
     formulas = sorted({f for r in rows for f in r["variation"]})
     lines = [
         "# Mask-to-mask variation of the stochastic maps, per formula",
+        "",
+        "Command: `python experiments/formula_maps/measure.py " + " ".join(sys.argv[1:]) + "`.",
         "",
         f"First {args.images} images of each run's localize split, N={args.n} masks, the same "
         "masks under each formula; variation = mean over feature cells of the std across the "
