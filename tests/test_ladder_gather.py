@@ -51,6 +51,16 @@ def runs(tmp_path: Path) -> Path:
         _weak(tmp_path, "realistic", "deterministic", "gradcam", seed, determ[seed], 0.55)
         _weak(tmp_path, "realistic", "deterministic", "grad_x_act", seed, 0.3, 0.5)
         _weak(tmp_path, "none", "fickle_0.9", "gradcam", seed, 0.4, 0.5)
+    for seed in (0, 1):  # the growing ablation: the same seeds, nothing grown
+        _write(
+            tmp_path
+            / "realistic_no_growing"
+            / "fickle_0.9"
+            / "gradcam"
+            / f"seed{seed}"
+            / "metrics.json",
+            {"evaluate": {"miou": 0.40 + 0.01 * seed}, "evaluate_crf": {"miou": 0.45}},
+        )
     for seed, value in ((0, 0.8), (1, 0.82)):
         _write(
             tmp_path / "supervised" / f"seed{seed}" / "metrics.json",
@@ -115,6 +125,7 @@ def test_markdown_and_plots(gather_mod, runs, tmp_path):
     assert "48.0 ± 2.0" in text and "61.2" in text  # the paper's Table 5 beside ours
     assert "`grad_x_act`*" in text  # the deterministic classifier's chosen formula
     assert "What DSRG's growing does" in text and "75.0" in text
+    assert "With growing − without" in text
     gather_mod.plot_table5(result, tmp_path / "t5.png")
     gather_mod.plot_saliency_axis(result, tmp_path / "axis.png")
     assert (tmp_path / "t5.png").stat().st_size > 1000
@@ -127,3 +138,13 @@ def test_student_t_against_closed_forms(gather_mod):
         assert p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-6)  # Cauchy
         assert p(t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-6)
     assert p(0.0, 5) == pytest.approx(1.0)
+
+
+def test_growing_ablation_paired_with_the_grown_runs(gather_mod, runs):
+    row = gather_mod.gather_recipe(runs, CHOICE)["no_growing"]["fickle_0.9"]["gradcam"]
+    # with growing 0.50, 0.46 (seeds 0, 1); without 0.40, 0.41 -> +0.10, +0.05
+    diff = row["growing_minus_none"]["segmenter mIoU"]
+    assert diff["differences"] == pytest.approx([0.10, 0.05])
+    assert row["growing_minus_none"]["segmenter mIoU + CRF"]["differences"] == pytest.approx(
+        [0.07, 0.03]
+    )

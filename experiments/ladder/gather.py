@@ -232,6 +232,7 @@ def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], l
 
 LEVELS = ("perfect", "realistic", "none")  # saliency quality, best first
 DEFAULT_LEVEL = "realistic"
+NO_GROWING = "realistic_no_growing"  # the growing ablation at the default level
 FORMULAS = ("gradcam", "grad_x_act")
 PAIRED = ("deterministic", "fickle_0.9")
 # (name, stage, key) of the figures of a weakly supervised run, fractions in [0, 1];
@@ -322,6 +323,20 @@ def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
         level: {row: entry["formula"] for row, entry in data["rows"].items()}
         for level, data in choice.get("levels", {}).items()
     }
+    # The growing ablation: the same seeds, growing off (NO_GROWING/<row>/<formula>/seed<s>).
+    no_growing: dict[str, dict[str, Any]] = {}
+    for row_dir in sorted((runs_dir / NO_GROWING).glob("*")):
+        for formula_dir in sorted(row_dir.glob("*")):
+            row = _row(_seeds(formula_dir), {})
+            grown = weak.get(DEFAULT_LEVEL, {}).get(row_dir.name, {}).get(formula_dir.name)
+            if row is None or grown is None:
+                continue
+            row["growing_minus_none"] = {
+                n: c
+                for n in ("segmenter mIoU", "segmenter mIoU + CRF")
+                if (c := paired_on(grown["runs"], row["runs"], n))
+            }
+            no_growing.setdefault(row_dir.name, {})[formula_dir.name] = row
     comparisons: dict[str, dict[str, Any]] = {}
     for level, rows in weak.items():
         if not all(r in rows for r in PAIRED):
@@ -336,7 +351,13 @@ def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
                 continue
             got = {n: paired_on(a["runs"], b["runs"], n) for n in COMPARED}
             comparisons.setdefault(level, {})[label] = {k: v for k, v in got.items() if v}
-    return {"weak": weak, "bars": bars, "chosen": chosen, "fickle_minus_deterministic": comparisons}
+    return {
+        "weak": weak,
+        "bars": bars,
+        "chosen": chosen,
+        "fickle_minus_deterministic": comparisons,
+        "no_growing": no_growing,
+    }
 
 
 def _label(row: str) -> str:
@@ -482,6 +503,32 @@ def markdown_recipe(result: dict[str, Any]) -> str:
                     f"| {level} | {_label(key)} | `{formula}` | {len(row['runs'])} | {cells} |"
                 )
     out.append("")
+    if result["no_growing"]:
+        out += [
+            f"### With growing − without (saliency `{DEFAULT_LEVEL}`; the same seeds, DSRG "
+            "trained with `grow_fg_prob=grow_bg_prob=1.0`; paired by training seed)",
+            "",
+            "| row | formula | seeds | without growing: mIoU | + CRF | with − without: mIoU "
+            "| p (t) | + CRF | p (t) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key, formulas in result["no_growing"].items():
+            for formula, row in formulas.items():
+                diff = row["growing_minus_none"]
+                cells = []
+                for name in ("segmenter mIoU", "segmenter mIoU + CRF"):
+                    c = diff.get(name)
+                    cells += (
+                        [f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f}", f"{c['p_t']:.3f}"]
+                        if c
+                        else ["–", "–"]
+                    )
+                out.append(
+                    f"| {_label(key)} | `{formula}` | {len(row['runs'])} | "
+                    f"{fmt(row['summary'], 'segmenter mIoU')} | "
+                    f"{fmt(row['summary'], 'segmenter mIoU + CRF')} | {' | '.join(cells)} |"
+                )
+        out.append("")
     return "\n".join(out)
 
 
