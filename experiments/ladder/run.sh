@@ -20,7 +20,7 @@ PAIRED="deterministic fickle_0.9"  # the paired comparison: 5 seeds, both formul
 PAIRED_SEEDS="0 1 2 3 4"
 OTHERS="general_0.9 fickle_0.3 fickle_0.5 fickle_0.7 general_0.5"  # the rest of Table 5
 OTHER_SEEDS="0 1 2"
-AXIS_SEEDS="0 1 2"  # the saliency-quality axis (paired rows)
+AXIS_SEEDS="0 1 2 3 4"  # the saliency-quality axis (paired rows) and the growing ablation
 FORMULAS="gradcam grad_x_act"
 # Saliency level -> data overrides. The images are the same at every level.
 declare -A LEVEL=(
@@ -140,7 +140,7 @@ for seed in $OTHER_SEEDS; do
 done
 
 # 6. The saliency-quality axis: the paired rows with perfect saliency (the answer key)
-#    and with none (background from low class scores), each formula, three seeds;
+#    and with none (background from low class scores), each formula, five seeds;
 #    each level's own formula first.
 for seed in $AXIS_SEEDS; do
     for level in perfect none; do
@@ -153,6 +153,28 @@ for seed in $AXIS_SEEDS; do
             for formula in $FORMULAS; do two_at_a_time weak "$level" "$row" "$formula" "$seed"; done
         done
     done
+done
+finish
+
+# 7. Does growing help? The paired rows at the default saliency, each with its chosen
+#    formula, trained again on the same seeds with growing off (grow_fg_prob =
+#    grow_bg_prob = 1.0: no probability exceeds it), five seeds.
+no_growing() {  # row, seed
+    local formula dir
+    formula=$("$BIN/python" -c \
+        "import json,sys; print(json.load(open(sys.argv[1]))['levels']['realistic']['rows'][sys.argv[2]]['formula'])" \
+        "$CHOICE" "$1")
+    dir="$OUT/realistic_no_growing/$1/$formula/seed$2"
+    grep -qs evaluate_crf "$dir/metrics.json" && return
+    mkdir -p "$dir"
+    # shellcheck disable=SC2086
+    "$BIN/ficklenet-pipeline" "table5=$1" seed="$2" 'stages=[segment,evaluate,evaluate_crf]' \
+        segment.seeds="$OUT/realistic/$1/$formula/seed$2/localize" \
+        segment.segmenter.grow_fg_prob=1.0 segment.segmenter.grow_bg_prob=1.0 $Q \
+        hydra.run.dir="$dir" > "$dir/pipeline.log" 2>&1
+}
+for seed in $AXIS_SEEDS; do
+    for row in $PAIRED; do two_at_a_time no_growing "$row" "$seed"; done
 done
 finish
 echo "ladder done"
