@@ -52,7 +52,7 @@ def test_map_runs_are_keyed_and_compared_by_seed(gather_mod, tmp_path):
     assert summary["CAM object recall"]["std"] == pytest.approx(0.1)
 
 
-def test_markdown_marks_differences_outside_two_standard_errors(gather_mod, tmp_path):
+def test_markdown_marks_differences_the_paired_t_test_finds(gather_mod, tmp_path):
     for seed, (base, n1) in enumerate([(0.50, 0.46), (0.60, 0.55), (0.40, 0.37)]):
         _maps(tmp_path, "fickle_0.9", seed, "ladder", "val", base)
         _maps(tmp_path, "fickle_0.9", seed, "n1", "val", n1)

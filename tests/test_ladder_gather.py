@@ -111,10 +111,14 @@ def test_paired_comparison_by_seed(gather_mod, runs):
     # All three differences positive: of the 8 sign patterns only all-+ and all-- reach
     # a mean as large.
     assert comp["p_permutation"] == pytest.approx(2 / 8)
+    # The mean lies 2.6 standard errors from 0, but with two degrees of freedom that is
+    # p = 0.12: no difference (a difference needs p < 0.05).
+    assert comp["no_difference"]
     # Each with its chosen formula: FickleNet's gradcam against the deterministic
     # classifier's grad_x_act (0.30 every seed).
     chosen = comps["realistic"]["chosen"]["segmenter mIoU"]
     assert chosen["differences"] == pytest.approx([0.20, 0.16, 0.18])
+    assert not chosen["no_difference"]  # t = 0.18 / (0.02 / sqrt 3) = 15.6: p = 0.004
     assert "grad_x_act" not in comps["realistic"]  # FickleNet has no grad_x_act run
 
 

@@ -12,8 +12,8 @@ Reads ``DIAG_DIR`` (default ``runs/diagnosis``):
 and the ladder's runs (``--ladder``, default ``runs/ladder``) for the reference rows.
 Statistics are the ladder's (``experiments/ladder/gather.py``): mean ± sample std
 over training seeds, and paired differences (same training seed) with the paired t
-test, the exact sign-flip p-value, and "no difference" when the mean is within two
-standard errors of 0.
+test, the exact sign-flip p-value, and "no difference" unless the paired t test gives
+p < 0.05.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def markdown(result: dict[str, Any]) -> str:
             for v in VARIANTS
             if v != "ladder" and (row, v, split) in maps and (row, "ladder", split) in maps
         ]
-        out += ["Paired by training seed (points; * = outside ±2 standard errors of 0):", ""]
+        out += ["Paired by training seed (points; * = paired t p < 0.05):", ""]
         out += _paired_table(pairs, ["seed mIoU", "CAM object recall"]) + [""]
     seg_names = [
         "seed mIoU",
@@ -195,7 +195,7 @@ def markdown(result: dict[str, Any]) -> str:
                     s3["fickle_0.9"],
                 )
             )
-        out += ["Paired by training seed (points; * = outside ±2 standard errors of 0):", ""]
+        out += ["Paired by training seed (points; * = paired t p < 0.05):", ""]
         out += _paired_table(pairs, seg_names) + [""]
     if s5:
         names = ["classifier mAP", *seg_names]
@@ -204,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
         out += ["## Window size s=5 (val; %)", "", *_table(rows, names), ""]
         pairs = _fickle_minus_deterministic(s5, "both s=5")
         pairs += [(f"{ROWS[r]}: s=5 − s=3", s5[r], s3[r]) for r in ROWS if r in s5 and r in s3]
-        out += ["Paired by training seed (points; * = outside ±2 standard errors of 0):", ""]
+        out += ["Paired by training seed (points; * = paired t p < 0.05):", ""]
         out += _paired_table(pairs, names) + [""]
     return "\n".join(out)
 

@@ -18,8 +18,10 @@ Statistics: mean ± sample standard deviation (n-1) over training seeds; a paire
 comparison takes, seed by seed, the difference between two rows trained with the
 same seed, and reports its mean, its standard deviation, the paired t statistic
 with its two-sided p-value, and the exact sign-flip permutation p-value (all 2^n
-sign patterns of the differences). A difference whose interval ±2 standard errors
-contains 0 is reported as no difference.
+sign patterns of the differences). A difference is read as one only where the paired
+t test gives p < 0.05 (``SIGNIFICANCE``); anything else is reported as no difference.
+(The studies measured at commit a02f831 read a mean outside ±2 standard errors as a
+difference, which with three pairs lets through p ≈ 0.18.)
 
 ``read_run``, ``find_jobs`` and ``job_overrides`` read the ladder's earlier layout
 (one ``ficklenet-pipeline -m`` sweep per row, no saliency; ``run.sh`` at commit
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+SIGNIFICANCE = 0.05  # a paired difference is read as one where the t test's p is below this
 
 # (name, stage file, key) of every figure, fractions in [0, 1]. Seed and CAM figures
 # come from the val localization (localize_val), which chose no threshold.
@@ -138,14 +141,17 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     mean, std = mean_std(diffs)
     assert std is not None
     n = len(diffs)
-    t = mean / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf, mean or 1.0)
-    p_t = student_t_two_sided(t, n - 1) if math.isfinite(t) else 0.0
+    if std > 0:
+        t = mean / (std / math.sqrt(n))
+        p_t = student_t_two_sided(t, n - 1)
+    else:  # every difference the same: none at all, or one beyond any noise
+        t = math.copysign(math.inf, mean) if mean else 0.0
+        p_t = 0.0 if mean else 1.0
     flips = [
         abs(sum(s * d for s, d in zip(signs, diffs, strict=True)) / n)
         for signs in itertools.product((1, -1), repeat=n)
     ]
     p_perm = sum(f >= abs(mean) - 1e-12 for f in flips) / len(flips)
-    sem = std / math.sqrt(n)
     return {
         "seeds": seeds,
         "differences": diffs,
@@ -154,7 +160,7 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
         "t": t,
         "p_t": p_t,
         "p_permutation": p_perm,
-        "no_difference": abs(mean) <= 2 * sem,
+        "no_difference": not p_t < SIGNIFICANCE,
     }
 
 
@@ -299,7 +305,8 @@ def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str
     }
 
 
-def _seeds(folder: Path) -> dict[int, Path]:
+def seed_folders(folder: Path) -> dict[int, Path]:
+    """{training seed: folder} of the ``seed<N>`` folders under ``folder``."""
     found = (p for p in sorted(folder.glob("seed*")) if p.is_dir())
     return {int(p.name[4:]): p for p in found if p.name[4:].isdigit()}
 
@@ -309,14 +316,14 @@ def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
     for level in LEVELS:
         for row_dir in sorted((runs_dir / level).glob("*")):
             for formula_dir in sorted(row_dir.glob("*")):
-                jobs = _seeds(formula_dir)
+                jobs = seed_folders(formula_dir)
                 cls = {s: runs_dir / "cls" / row_dir.name / f"seed{s}" for s in jobs}
                 row = _row(jobs, cls)
                 if row is not None:
                     weak.setdefault(level, {}).setdefault(row_dir.name, {})[formula_dir.name] = row
     bars = {}
     for name in ("supervised", "gt_seeds"):
-        row = _row(_seeds(runs_dir / name), {})
+        row = _row(seed_folders(runs_dir / name), {})
         if row is not None:
             bars[name] = row
     chosen = {
@@ -327,7 +334,7 @@ def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
     no_growing: dict[str, dict[str, Any]] = {}
     for row_dir in sorted((runs_dir / NO_GROWING).glob("*")):
         for formula_dir in sorted(row_dir.glob("*")):
-            row = _row(_seeds(formula_dir), {})
+            row = _row(seed_folders(formula_dir), {})
             grown = weak.get(DEFAULT_LEVEL, {}).get(row_dir.name, {}).get(formula_dir.name)
             if row is None or grown is None:
                 continue
@@ -364,7 +371,7 @@ def _label(row: str) -> str:
     return ROW_LABELS[row].removesuffix(" → DSRG")
 
 
-def _reading(c: dict[str, Any]) -> str:
+def reading(c: dict[str, Any]) -> str:
     if c["no_difference"]:
         return "no difference"
     return "FickleNet higher" if c["mean"] > 0 else "deterministic higher"
@@ -382,7 +389,7 @@ def _paired_lines(comp: dict[str, Any]) -> list[str]:
             diffs = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
             lines.append(
                 f"| {name} | {fig} | {diffs} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} | "
-                f"{c['t']:.2f} | {c['p_t']:.3f} | {c['p_permutation']:.3f} | {_reading(c)} |"
+                f"{c['t']:.2f} | {c['p_t']:.3f} | {c['p_permutation']:.3f} | {reading(c)} |"
             )
     return lines
 

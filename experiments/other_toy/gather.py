@@ -1,0 +1,112 @@
+"""Gather the recipe on a toy drawn differently (``run.sh``) into ``results.md``/``.json``.
+
+    python experiments/other_toy/gather.py [RUNS_DIR] [--out DIR]
+
+Reads ``RUNS_DIR`` (default ``runs/other_toy``): ``supervised/seed<s>/`` and
+``<row>/seed<s>/`` for the two paired rows, each a whole pipeline (its
+``classify/metrics.json`` and ``metrics.json``) with ``localize_val/`` beside it.
+Statistics are the ladder's (``experiments/ladder/gather.py``): mean ± sample std
+over training seeds, and FickleNet p=0.9 − deterministic paired by training seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+# The ladder's figures and statistics, as the module ladder.gather of the experiments folder.
+sys.path.insert(0, str(HERE.parent))
+from ladder import gather as LADDER  # noqa: E402, N812
+
+# (row, the formula it ran with: the one each chose on the default toy's train)
+ROWS: list[tuple[str, str | None]] = [
+    ("supervised", None),
+    ("deterministic", "grad_x_act"),
+    ("fickle_0.9", "gradcam"),
+]
+NAMES = [name for name, _, _ in LADDER.ALL_FIGURES]
+SHOWN = [
+    "classifier mAP",
+    "seed mIoU",
+    "seed precision",
+    "seed labelled",
+    "CAM object recall",
+    "segmenter mIoU",
+    "segmenter mIoU + CRF",
+]
+
+
+def gather(runs_dir: Path) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for row, _ in ROWS:
+        runs = {}
+        for seed, job in LADDER.seed_folders(runs_dir / row).items():
+            figures = LADDER.read_figures(job, job / "classify")
+            if figures["segmenter mIoU + CRF"] is not None:
+                runs[seed] = figures
+        if runs:
+            rows[row] = {"runs": runs, "summary": LADDER.summarize(runs, NAMES)}
+    paired = {}
+    if "fickle_0.9" in rows and "deterministic" in rows:
+        for name in ("seed mIoU", "segmenter mIoU", "segmenter mIoU + CRF"):
+            diff = LADDER.paired_on(rows["fickle_0.9"]["runs"], rows["deterministic"]["runs"], name)
+            if diff is not None:
+                paired[name] = diff
+    return {"rows": rows, "fickle_minus_deterministic": paired}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "## The recipe on a toy drawn differently (seed 7, 128 px; val; %)",
+        "",
+        "Every setting as chosen on the default toy's `train` (`experiments/recipe/choice.md`).",
+        "",
+        "| row | formula | seeds | " + " | ".join(SHOWN) + " |",
+        "|---|---|---|" + "---|" * len(SHOWN),
+    ]
+    for row, formula in ROWS:
+        if row not in result["rows"]:
+            continue
+        summary = result["rows"][row]["summary"]
+        n = len(result["rows"][row]["runs"])
+        cells = " | ".join(LADDER.fmt(summary, name) for name in SHOWN)
+        lines.append(
+            f"| {LADDER.ROW_LABELS[row]} | {f'`{formula}`' if formula else '–'} | {n} | {cells} |"
+        )
+    if result["fickle_minus_deterministic"]:
+        lines += [
+            "",
+            "FickleNet p=0.9 − deterministic, paired by training seed (points):",
+            "",
+            "| figure | differences | mean ± std | p (t) | reading |",
+            "|---|---|---|---|---|",
+        ]
+        for name, c in result["fickle_minus_deterministic"].items():
+            diffs = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
+            lines.append(
+                f"| {name} | {diffs} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} "
+                f"| {c['p_t']:.3f} | {LADDER.reading(c)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", nargs="?", default="runs/other_toy")
+    parser.add_argument("--out", default=str(HERE))
+    args = parser.parse_args()
+    result = gather(Path(args.runs_dir))
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    text = markdown(result)
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
