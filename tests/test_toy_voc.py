@@ -202,6 +202,8 @@ def test_a_toy_set_from_an_older_generator_is_rewritten_with_its_own_settings(tm
                 "n_val": 80,
                 "size": 96,
                 "saliency": "realistic",
+                "part": "shown",
+                "body_evidence": 0.0,
             },
         }
     )

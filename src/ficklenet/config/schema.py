@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
 from ficklenet.choices import Choice
+from ficklenet.data.toy import ToyPart
 from ficklenet.data.toy_saliency import SaliencyQuality
 from ficklenet.data.voc import LabelsFrom
 from ficklenet.dsrg.crf import CRFBackend, Unary
@@ -63,9 +64,15 @@ class ToyConfig:
     n_val: int = 80
     # Saliency maps in Saliency/: perfect | good | realistic | poor | none. The default
     # fails as a classical detector (DRFI) does on natural images (max F-beta ~0.7,
-    # MAE ~0.2; docs/method.md, "Saliency on the proving ground"); perfect is the
-    # answer key, none writes no maps.
+    # MAE ~0.2; docs/method.md, "Background from saliency: the papers' recipe");
+    # perfect is the answer key, none writes no maps.
     saliency: SaliencyQuality = SaliencyQuality.realistic
+    # shown | erased: erased paints each class-specific part as its body, leaving only
+    # the bodies to tell the classes apart (the premise measurement).
+    part: ToyPart = ToyPart.shown
+    # Class evidence in the bodies: a tint towards a hue of the class's own, of
+    # body_evidence x 15 grey levels (0: none, bodies tell only their group).
+    body_evidence: float = 0.0
 
 
 @dataclass
@@ -121,7 +128,7 @@ class BackboneConfig:
     fickle_kernel_size: int = 9
     # Dropout after fc6/fc7 of the DeepLab head on this backbone (segmenter.dropout
     # follows it): 0.5 official (1024-channel fc6/fc7); the small net's 64-channel
-    # head trains far slower with it (README, "The proving ground").
+    # head trains far slower with it (docs/proving_ground.md).
     head_dropout: float = 0.5
 
 

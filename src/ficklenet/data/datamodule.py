@@ -42,6 +42,8 @@ def ensure_dataset(data_cfg: Any) -> Path:
         n_val=int(toy.n_val),
         size=int(toy.size),
         saliency=str(toy.saliency),
+        part=str(toy.part),
+        body_evidence=float(toy.body_evidence),
     )
     if made is not None:  # outdated: the same set, from the current generator
         params.update({k: v for k, v in made["params"].items() if k in params})

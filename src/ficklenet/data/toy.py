@@ -31,6 +31,18 @@ way a classical detector does at the chosen level (:mod:`ficklenet.data.toy_sali
 The level changes only ``Saliency/``: images, masks and annotations are the same at
 every level.
 
+Two settings change the data the method is meant for, and leave everything else
+(masks, annotations, saliency, every other pixel) as it is. ``part="erased"`` paints
+each part as the body around it, so only the bodies are left to tell the classes
+apart: a classifier trained and tested on such images measures how much class
+evidence the rest of the object carries. ``body_evidence`` (default 0: none) tints
+each body towards a colour of its own class, so that a body says something about its
+class and not only its group: the four classes sharing a texture get four hues 90°
+apart in the chroma plane, at ``body_evidence × 15`` grey levels (the per-object
+colour jitter is up to ±15 per channel), scaled per object by a random 0.5-1.5, so the
+evidence is weak and noisy. At the defaults the images are byte-identical to those
+written without the settings.
+
 Splits: ``train_aug`` (image labels for all; SBD-style masks in
 ``SegmentationClassAug``), ``train`` = the first ``n_train`` ids of ``train_aug`` (also
 with VOC palette masks in ``SegmentationClass``), ``val`` (both kinds of mask) and
@@ -51,6 +63,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ficklenet.choices import Choice
 from ficklenet.data.classes import (
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -60,7 +73,15 @@ from ficklenet.data.classes import (
 )
 from ficklenet.data.toy_saliency import SALIENCY_LEVELS, SaliencyQuality, render_saliency
 
-__all__ = ["ToyParams", "is_toy_voc", "toy_settings", "write_toy_voc", "TOY_MARKER"]
+__all__ = [
+    "ToyParams",
+    "ToyPart",
+    "is_toy_voc",
+    "toy_settings",
+    "write_toy_voc",
+    "TOY_MARKER",
+    "BODY_TINT_LEVELS",
+]
 
 #: File at the toy root recording how it was made; its presence marks a toy dataset.
 TOY_MARKER = "toy_voc.json"
@@ -84,10 +105,27 @@ _PART_SHAPES = ("square", "disc", "triangle", "cross")
 _OBJECT_COUNTS = (0.55, 0.35, 0.10)
 _BODY_SCALE = (0.45, 0.70)
 _BODY_ASPECT = (0.5, 0.75)  # width / length
+# Body evidence: hue of each class's tint by its index among the four classes sharing
+# a body texture (90 degrees apart in the chroma plane), and the tint's size in grey
+# levels at body_evidence=1 (the per-object colour jitter is uniform in +-15).
+_TINT_ANGLES = (0.0, 0.5 * np.pi, np.pi, 1.5 * np.pi)
+BODY_TINT_LEVELS = 15.0
+_TINT_SPREAD = (0.5, 1.5)  # per-object scale of the tint: weak and noisy
+_CHROMA_BASIS = (
+    np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0),
+    np.array([1.0, 1.0, -2.0]) / np.sqrt(6.0),
+)
 # Part half-size as a fraction of the image side: 9-12 pixels across at 96 pixels,
 # at least one cell of a stride-8 feature grid, so that part and body fall in
 # different cells (capped at a fifth of the body for the tiny "difficult" objects).
 _PART_SCALE = (0.045, 0.065)
+
+
+class ToyPart(Choice):
+    """Whether the class-specific parts are drawn (``toy.part``)."""
+
+    shown = "shown"
+    erased = "erased"  # painted as the body around it: only the bodies are left
 
 
 @dataclass(frozen=True)
@@ -101,9 +139,18 @@ class ToyParams:
     size: int = 96
     # Saliency quality (ficklenet.data.toy_saliency.SALIENCY_LEVELS).
     saliency: str = SaliencyQuality.realistic.value
+    # The parts drawn or erased, and the bodies' class tint (module docstring).
+    part: str = ToyPart.shown.value
+    body_evidence: float = 0.0
 
     def validate(self) -> None:
         SaliencyQuality.parse(self.saliency, "toy saliency")
+        ToyPart.parse(self.part, "toy part")
+        if not 0.0 <= self.body_evidence <= 4.0:
+            raise ValueError(
+                f"body_evidence must be in [0, 4] (1: a tint as large as the colour "
+                f"jitter), got {self.body_evidence}"
+            )
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.n_train_aug < NUM_CLASSES or self.n_val < NUM_CLASSES:
@@ -131,20 +178,33 @@ def body_style(c: int) -> int:
     return c % _NUM_STYLES
 
 
+def body_tint(c: int) -> np.ndarray:
+    """Unit RGB direction of class ``c``'s body tint: zero mean (no brightness change),
+    one of four hues 90° apart, distinct among the four classes sharing a texture."""
+    angle = _TINT_ANGLES[(c - 1) // _NUM_STYLES]
+    return np.cos(angle) * _CHROMA_BASIS[0] + np.sin(angle) * _CHROMA_BASIS[1]
+
+
 def toy_settings(root: str | os.PathLike[str]) -> dict | None:
     """How the toy set at ``root`` was made: ``{"params": ..., "current": whether
     this generator version made it}``, or None when ``root`` holds no toy set."""
     meta = _read_marker(Path(root))
     if meta is None:
         return None
-    params = dict(meta.get("params", {}))
-    if isinstance(params.get("saliency"), bool):  # versions <= 3: saliency maps or not
-        default = SaliencyQuality.realistic if params["saliency"] else SaliencyQuality.none
-        params["saliency"] = default.value
     return {
-        "params": params,
+        "params": _full_params(meta),
         "current": meta.get("generator_version") == _GENERATOR_VERSION,
     }
+
+
+def _full_params(meta: dict) -> dict:
+    """The parameters a marker records, in the current form: settings added since it
+    was written take their defaults (which draw the same images)."""
+    params = {**asdict(ToyParams()), **meta.get("params", {})}
+    if isinstance(params["saliency"], bool):  # versions <= 3: saliency maps or not
+        default = SaliencyQuality.realistic if params["saliency"] else SaliencyQuality.none
+        params["saliency"] = default.value
+    return params
 
 
 def is_toy_voc(root: str | os.PathLike[str]) -> bool:
@@ -160,6 +220,8 @@ def write_toy_voc(
     n_val: int = 80,
     size: int = 96,
     saliency: str = SaliencyQuality.realistic.value,
+    part: str = ToyPart.shown.value,
+    body_evidence: float = 0.0,
 ) -> Path:
     """Write the toy VOC dataset to ``out`` and return its root (``out`` itself).
 
@@ -177,6 +239,8 @@ def write_toy_voc(
         n_val=int(n_val),
         size=int(size),
         saliency=str(SaliencyQuality.parse(saliency, "saliency")),
+        part=str(ToyPart.parse(part, "part")),
+        body_evidence=float(body_evidence),
     )
     params.validate()
     out = Path(out).expanduser().absolute()
@@ -208,7 +272,7 @@ def _same_toy(root: Path, params: ToyParams) -> bool:
     return (
         meta is not None
         and meta.get("generator_version") == _GENERATOR_VERSION
-        and meta.get("params") == asdict(params)
+        and _full_params(meta) == asdict(params)
     )
 
 
@@ -273,7 +337,13 @@ def _write_all(root: Path, params: ToyParams) -> None:
 
     for index, image_id in enumerate(ids):
         rng = np.random.default_rng([params.seed, 2, index])
-        sample = _render(rng, params.size, int(primary[index]))
+        sample = _render(
+            rng,
+            params.size,
+            int(primary[index]),
+            tints=_tints(np.random.default_rng([params.seed, 4, index]), params.body_evidence),
+            parts=params.part == ToyPart.shown.value,
+        )
         Image.fromarray(sample.image).save(
             dirs["img"] / f"{image_id}.jpg", format="JPEG", quality=sample.jpeg_quality
         )
@@ -351,7 +421,20 @@ class _Sample:
     jpeg_quality: int
 
 
-def _render(rng: np.random.Generator, size: int, primary: int) -> _Sample:
+def _tints(rng: np.random.Generator, evidence: float) -> list[float]:
+    """Tint size (grey levels) of the image's objects in order, from its own
+    generator (so the images' draws never change); all 0 without body evidence."""
+    scales = rng.uniform(*_TINT_SPREAD, 4)  # at most 3 objects + 1 difficult
+    return [float(evidence * BODY_TINT_LEVELS * s) for s in scales]
+
+
+def _render(
+    rng: np.random.Generator,
+    size: int,
+    primary: int,
+    tints: list[float] | None = None,
+    parts: bool = True,
+) -> _Sample:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     image = _background(rng, size, yy, xx)
 
@@ -377,8 +460,9 @@ def _render(rng: np.random.Generator, size: int, primary: int) -> _Sample:
     instances = np.zeros((size, size), dtype=np.uint8)
     mask = np.zeros((size, size), dtype=np.uint8)
     for k, obj in enumerate(objects, start=1):
-        _paint_body(rng, image, obj)
-        _paint_part(image, obj)
+        _paint_body(rng, image, obj, tint=tints[k - 1] if tints else 0.0)
+        if parts:
+            _paint_part(image, obj)
         instances[obj.body] = k
         # VOC leaves difficult objects void in its segmentation masks.
         mask[obj.body] = IGNORE_INDEX if obj.difficult else obj.cls
@@ -517,10 +601,12 @@ def _part_mask(
     return None
 
 
-def _paint_body(rng: np.random.Generator, image: np.ndarray, obj: _Object) -> None:
+def _paint_body(rng: np.random.Generator, image: np.ndarray, obj: _Object, tint: float) -> None:
     style = body_style(obj.cls)
     col_a, col_b = (np.asarray(c, dtype=np.float32) for c in _BODY_COLOURS[style])
     jitter = rng.uniform(-15, 15, 3).astype(np.float32)
+    if tint:  # body evidence: a shift towards the class's own hue
+        jitter = jitter + (tint * body_tint(obj.cls)).astype(np.float32)
     # Texture coordinates of the body pixels only (1-D), in the object's own frame.
     ys, xs = np.nonzero(obj.body)
     py, px = ys.astype(np.float32), xs.astype(np.float32)

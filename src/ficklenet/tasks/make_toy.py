@@ -30,6 +30,8 @@ def run_make_toy(cfg: DictConfig) -> str:
         n_val=cfg.toy.n_val,
         size=cfg.toy.size,
         saliency=cfg.toy.saliency,
+        part=cfg.toy.part,
+        body_evidence=cfg.toy.body_evidence,
     )
     log.info("toy VOC at %s (%.1f s)", root, time.perf_counter() - start)
     print(root)
