@@ -120,6 +120,27 @@ def test_paper_experiments_compose_for_the_pipeline(tmp_path):
         assert cfgs["evaluate_crf"].crf and not cfgs["evaluate"].crf
 
 
+def test_voc_window_experiment_gives_every_stage_a_24_by_24_map(tmp_path):
+    """experiment=voc_window: the toy at 192 px (a 24x24 map at stride 8) with s=5,
+    everything else the proving ground's; s=9 from the command line."""
+    argv = expand_experiment(
+        "pipeline", ["experiment=voc_window", "table5=fickle_0.9", "backbone.fickle_kernel_size=9"]
+    )
+    cfgs = stage_configs(compose_config("pipeline", argv), tmp_path)
+    for stage in ("classify", "localize", "segment", "evaluate"):
+        data = cfgs[stage].data
+        assert data.toy.size == 192 and data.root == "data/toy-voc-192", stage
+        assert data.saliency_dir == "Saliency" and data.toy.saliency == "realistic", stage
+    assert cfgs["classify"].data.crop_size == 192
+    assert cfgs["classify"].model.kernel_size == 9 and cfgs["classify"].model.p == 0.9
+    plain = stage_configs(
+        compose_config("pipeline", expand_experiment("pipeline", ["experiment=voc_window"])),
+        tmp_path / "plain",
+    )
+    assert plain["classify"].model.kernel_size == 5
+    assert plain["localize"].localize.fg_threshold == 0.15  # the recipe's, unchanged
+
+
 def test_multi_process_stages_run_as_their_own_apps(tmp_path, toy_root):
     """trainer=ddp_cpu: every stage is its app's command in 2 processes; the
     results chain as in one process and land in the same layout."""
