@@ -6,8 +6,8 @@
 # of experiments/; rerunning resumes (finished steps are skipped).
 #     bash experiments/window_evidence/run.sh && python experiments/window_evidence/gather.py
 # OUT: where the runs go (default runs/window_evidence); BIN: the environment's bin/;
-# LADDER: the ladder's runs (the 12x12, s=3, no-evidence cell is the ladder's own).
-# Two jobs at a time, one thread each (2 cores).
+# SETTINGS: the cells to run (default: all, cheapest first; "" runs the premise only);
+# JOBS: jobs at a time (default 2, one thread each, for 2 cores).
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/window_evidence}
@@ -19,12 +19,13 @@ FORMULAS="gradcam grad_x_act"
 EVIDENCE="0.5 1"  # body evidence levels besides 0 (the toy's default)
 # Settings: <map>_s<window>_ev<evidence>. w12: the default 96-pixel toy (12x12 map);
 # w24: experiment=voc_window (192 pixels, 24x24 map). w12_s3_ev0 is the ladder.
-SETTINGS="w12_s3_ev0.5 w12_s3_ev1 w24_s5_ev0 w24_s9_ev0 w24_s5_ev0.5 w24_s5_ev1 w24_s9_ev0.5 w24_s9_ev1"
+SETTINGS=${SETTINGS-w12_s3_ev0.5 w12_s3_ev1 w24_s5_ev0 w24_s9_ev0 w24_s5_ev0.5 w24_s5_ev1 w24_s9_ev0.5 w24_s9_ev1}
+JOBS=${JOBS:-2}
 mkdir -p "$OUT"
 
-two_at_a_time() {
+two_at_a_time() {  # JOBS at a time, in fact
     "$@" &
-    while [ "$(jobs -r | wc -l)" -ge 2 ]; do wait -n || echo "a job failed: see its .log" >&2; done
+    while [ "$(jobs -r | wc -l)" -ge "$JOBS" ]; do wait -n || echo "a job failed: see its .log" >&2; done
 }
 finish() { while [ "$(jobs -r | wc -l)" -gt 0 ]; do wait -n || echo "a job failed" >&2; done; wait; }
 
