@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The ladder on the proving ground under the papers' recipe (README, "The proving
-# ground"): background seeds from the toy's saliency maps, foreground seeds from the
+# The ladder on the proving ground under the papers' recipe (docs/proving_ground.md):
+# background seeds from the toy's saliency maps, foreground seeds from the
 # aggregated maps, with every threshold and the map formula chosen on `train`; from
 # the fully supervised ceiling down to the weakly supervised pipelines of the
 # FickleNet paper's Table 5, each row over several training seeds, and the paired
