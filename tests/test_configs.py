@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from ficklenet.config import conf_dir
+from ficklenet.config.experiments import load_experiment
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.models.backbones import BackboneWeightsError
 from ficklenet.tasks.classify import run_classify, validate_classify
@@ -44,7 +45,13 @@ def test_every_experiment_composes_for_every_app(experiment, app, tmp_path):
     if "classify" in stages:
         classify = stages["classify"]
         validate_classify(classify)
-        assert classify.model.kernel_size == (9 if paper else 3)
+        # The window is the experiment's own where it sets one, else the backbone's.
+        window = [
+            int(o.split("=", 1)[1])
+            for o in load_experiment(experiment)["shared"]
+            if o.startswith("backbone.fickle_kernel_size=")
+        ]
+        assert classify.model.kernel_size == (window or [9 if paper else 3])[0]
         model = FickleClassifier(OmegaConf.to_container(classify, resolve=True))
         assert model.head.p == classify.model.p
     if "segment" in stages:
