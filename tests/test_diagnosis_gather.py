@@ -3,21 +3,17 @@ worked out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-GATHER = Path(__file__).resolve().parents[1] / "experiments" / "diagnosis" / "gather.py"
+from tests.conftest import experiment_module
 
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    spec = importlib.util.spec_from_file_location("diagnosis_gather", GATHER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_module("diagnosis/gather.py")
 
 
 def _maps(diag: Path, row: str, seed: int, variant: str, split: str, recall: float) -> None:

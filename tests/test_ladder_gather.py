@@ -3,22 +3,18 @@ worked out by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-GATHER = Path(__file__).resolve().parents[1] / "experiments" / "ladder" / "gather.py"
+from tests.conftest import experiment_module
 
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    spec = importlib.util.spec_from_file_location("ladder_gather", GATHER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_module("ladder/gather.py")
 
 
 def _write(path: Path, data: dict) -> None:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-GATHER = Path(__file__).resolve().parents[1] / "experiments" / "other_toy" / "gather.py"
+from tests.conftest import experiment_module
 
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    spec = importlib.util.spec_from_file_location("other_toy_gather", GATHER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_module("other_toy/gather.py")
 
 
 def _write(path: Path, data: dict) -> None:

@@ -3,26 +3,18 @@ the paired cells on hand-written runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from tests.conftest import experiment_module
 
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    sys.path.insert(0, str(EXPERIMENTS))
-    spec = importlib.util.spec_from_file_location(
-        "window_evidence_gather", EXPERIMENTS / "window_evidence" / "gather.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_module("window_evidence/gather.py")
 
 
 def test_floors_against_closed_forms(gather_mod):
