@@ -222,10 +222,7 @@ def main() -> None:
         "gxa": result["gxa"],
         "s5": result["s5"],
     }
-    (out / "results.json").write_text(json.dumps(serial, indent=2, sort_keys=True) + "\n")
-    text = markdown(result)
-    (out / "results.md").write_text(text)
-    print(text)
+    LADDER.write_results(out, serial, markdown(result), indent=2)
 
 
 if __name__ == "__main__":

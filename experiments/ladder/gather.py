@@ -37,6 +37,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ficklenet.files import atomic_path
+
 HERE = Path(__file__).resolve().parent
 SIGNIFICANCE = 0.05  # a paired difference is read as one where the t test's p is below this
 
@@ -303,6 +305,16 @@ def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str
         "summary": summarize(runs, [n for n, _, _ in ALL_FIGURES]),
         "jobs": {s: str(j) for s, j in jobs.items()},
     }
+
+
+def write_results(out: Path, result: Any, text: str, indent: int = 1) -> None:
+    """Write ``results.json`` (``result``) and ``results.md`` (``text``) into ``out``, each
+    atomically, and print the Markdown: how every gather script of experiments/ ends."""
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=indent, sort_keys=True) + "\n")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text)
+    print(text)
 
 
 def seed_folders(folder: Path) -> dict[int, Path]:
@@ -693,13 +705,10 @@ def main() -> None:
     choice_path = Path(args.choice)
     choice = json.loads(choice_path.read_text()) if choice_path.is_file() else {}
     result = gather_recipe(runs_dir, choice)
-    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    text = markdown_recipe(result)
-    (out / "results.md").write_text(text)
     plot_table5(result, out / "table5.png")
     plot_saliency_axis(result, out / "saliency_axis.png")
     plot_curves(result, runs_dir, out / "curves.png")
-    print(text)
+    write_results(out, result, markdown_recipe(result))
 
 
 if __name__ == "__main__":

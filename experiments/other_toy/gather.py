@@ -12,7 +12,6 @@ over training seeds, and FickleNet p=0.9 − deterministic paired by training se
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,11 +100,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args()
     result = gather(Path(args.runs_dir))
-    out = Path(args.out)
-    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    text = markdown(result)
-    (out / "results.md").write_text(text)
-    print(text)
+    LADDER.write_results(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":

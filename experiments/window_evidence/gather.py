@@ -105,11 +105,12 @@ def gather_premise(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
             if float(ev) == 0
             else runs_dir / f"w12_s3_ev{ev}" / "cls" / "deterministic"
         )
-        root = Path(str(_config_root(next(iter(LADDER.seed_folders(folder).values())))))
+        root = Path(_config_root(next(iter(LADDER.seed_folders(folder).values()))))
+        made = toy_settings(root)
         out[ev] = {
             "erased": erased,
             "intact": _mAP(intact_dir),
-            "toy": toy_settings(root)["params"] if toy_settings(root) else None,
+            "toy": made["params"] if made else None,
             **floors(val_targets(root)),
         }
     return out
@@ -257,12 +258,8 @@ def main() -> None:
     runs_dir, ladder_dir = Path(args.runs_dir), Path(args.ladder)
     premise = gather_premise(runs_dir, ladder_dir)
     cells = gather_cells(runs_dir, ladder_dir, Path(args.choice))
-    out = Path(args.out)
     result = {"premise": premise, "cells": cells}
-    (out / "results.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    text = markdown(premise, cells)
-    (out / "results.md").write_text(text)
-    print(text)
+    LADDER.write_results(Path(args.out), result, markdown(premise, cells))
 
 
 if __name__ == "__main__":
