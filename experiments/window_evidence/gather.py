@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torchmetrics.classification import MultilabelAveragePrecision
 
 HERE = Path(__file__).resolve().parent
@@ -117,8 +118,7 @@ def gather_premise(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
 
 
 def _config_root(job: Path) -> str:
-    from omegaconf import OmegaConf
-
+    """The dataset root a classify run read (its ``config.yaml``)."""
     return str(OmegaConf.load(job / "config.yaml").data.root)
 
 
