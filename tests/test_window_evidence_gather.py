@@ -97,3 +97,31 @@ def test_premise_reads_erased_and_intact_classifiers(gather_mod, tmp_path):
     assert 0 < premise["0"]["chance"] < premise["0"]["group"] < 1
     text = gather_mod.markdown(premise, {})
     assert "| 0 | 42.0 ± 2.8 | 2 | 90.0 ± 0.0 | 2 |" in text
+
+
+def test_ceilings_and_the_glance_matrix(gather_mod, tmp_path):
+    ladder, runs = tmp_path / "ladder", tmp_path / "runs"
+    for seed, miou in enumerate([0.80, 0.84]):
+        _job(ladder / "supervised", seed, miou)
+        _job(runs / "ceiling" / "w24_ev0", seed, miou - 0.1)
+    _job(runs / "ceiling" / "w24_ev1", 0, 0.5)
+    _write(runs / "ceiling" / "w24_ev1" / "seed1" / "metrics.json", {"evaluate": {"miou": 0.5}})
+    ceilings = gather_mod.gather_ceilings(runs, ladder)
+    assert set(ceilings) == {"w12_ev0", "w24_ev0", "w24_ev1"}
+    assert ceilings["w12_ev0"]["summary"]["segmenter mIoU"]["mean"] == pytest.approx(0.82)
+    assert ceilings["w24_ev0"]["summary"]["segmenter mIoU + CRF"]["mean"] == pytest.approx(0.82)
+    assert list(ceilings["w24_ev1"]["runs"]) == [0]  # seed 1 has no CRF figure yet
+    assert gather_mod.toy_of("w24_s9_ev0.5") == "w24_ev0.5"
+
+    def diff(mean, std, p):
+        return {"paired": {"chosen": {"segmenter mIoU": {"mean": mean, "std": std, "p_t": p}}}}
+
+    cells = {
+        "w12_s3_ev0": diff(-0.005, 0.009, 0.27),
+        "w12_s3_ev1": diff(0.031, 0.004, 0.01),
+        "w24_s5_ev0": {"paired": {}},
+    }
+    rows = gather_mod.glance(cells)
+    assert rows[0] == "| window | body evidence 0 | body evidence 1 |"
+    assert rows[2] == "| 12×12 map, s=3 | -0.5 ± 0.9 (no difference) | +3.1 ± 0.4 (difference) |"
+    assert rows[3] == "| 24×24 map, s=5 | – | not run |"

@@ -8,6 +8,8 @@ per setting ``<map>_s<window>_ev<e>/``: ``cls/<row>/seed<s>/``, ``choice/choice.
 and the pipelines ``<row>/<formula>/seed<s>/`` (with ``localize_val/``). The cell
 ``w12_s3_ev0`` is the ladder's own (``--ladder``, default ``runs/ladder``: its
 ``realistic/`` pipelines, ``cls/`` and ``experiments/recipe/choice.json``).
+``ceiling/w<map>_ev<e>/seed<s>/`` hold the fully supervised segmenter of each toy (the
+default toy's, ``w12_ev0``, is the ladder's ``supervised/`` bar).
 
 The premise table sets each erased classifier's val mAP beside the intact one's and
 beside two floors computed from the val labels alone: *chance* (scores that know
@@ -56,6 +58,7 @@ SHOWN = [
     "segmenter mIoU + CRF",
 ]
 PAIRED = ["seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF"]
+CEILING = ["segmenter mIoU", "segmenter mIoU + CRF"]
 
 
 def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
@@ -120,6 +123,30 @@ def gather_premise(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
 def _config_root(job: Path) -> str:
     """The dataset root a classify run read (its ``config.yaml``)."""
     return str(OmegaConf.load(job / "config.yaml").data.root)
+
+
+def toy_of(setting: str) -> str:
+    """The toy a setting runs on: ``w24_s9_ev0.5`` -> ``w24_ev0.5`` (the window is the
+    classifier's, not the data's)."""
+    m = SETTING.match(setting)
+    assert m is not None, setting
+    return f"w{m['map']}_ev{m['ev']}"
+
+
+def gather_ceilings(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
+    """{toy: {"runs": {seed: figures}, "summary": ...}} of the fully supervised segmenters."""
+    sources = {toy_of(LADDER_CELL): ladder_dir / "supervised"}
+    sources.update({p.name: p for p in sorted((runs_dir / "ceiling").glob("w*_ev*"))})
+    out = {}
+    for toy, folder in sources.items():
+        runs = {}
+        for seed, job in LADDER.seed_folders(folder).items():
+            figures = LADDER.read_figures(job, None)
+            if all(figures[n] is not None for n in CEILING):
+                runs[seed] = {n: figures[n] for n in CEILING}
+        if runs:
+            out[toy] = {"runs": runs, "summary": LADDER.summarize(runs, CEILING)}
+    return out
 
 
 def _cell_runs(folder: Path, cls_dir: Path) -> dict[str, dict[str, dict[int, Any]]]:
@@ -191,8 +218,63 @@ def _diff(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f} (p {c['p_t']:.2f}, n {len(c['seeds'])})"
 
 
-def markdown(premise: dict[str, Any], cells: dict[str, Any]) -> str:
-    out = ["## The premise: class evidence in the bodies, parts erased (toy val, mAP %)", ""]
+def _ev_key(ev: str) -> float:
+    return float(ev)
+
+
+def glance(cells: dict[str, Any]) -> list[str]:
+    """The window x evidence matrix of FickleNet − deterministic, each its chosen formula
+    (segmenter val mIoU, points); "no difference" where the paired t test's p is not below
+    the ladder's significance level."""
+    windows: dict[str, dict[str, dict[str, Any] | None]] = {}
+    for name, cell in cells.items():
+        m = SETTING.match(name)
+        assert m is not None
+        window = f"{m['map']}×{m['map']} map, s={m['s']}"
+        windows.setdefault(window, {})[m["ev"]] = (
+            cell["paired"].get("chosen", {}).get("segmenter mIoU")
+        )
+    levels = sorted({ev for by_ev in windows.values() for ev in by_ev}, key=_ev_key)
+    out = [
+        "| window | " + " | ".join(f"body evidence {ev}" for ev in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]
+    for window, by_ev in windows.items():
+        entries = []
+        for ev in levels:
+            c = by_ev.get(ev)
+            if c is None:
+                entries.append("not run" if ev not in by_ev else "–")
+                continue
+            verdict = "difference" if c["p_t"] < LADDER.SIGNIFICANCE else "no difference"
+            entries.append(f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f} ({verdict})")
+        out.append(f"| {window} | " + " | ".join(entries) + " |")
+    return out
+
+
+def _ceiling(ceilings: dict[str, Any], setting: str) -> str:
+    toy = ceilings.get(toy_of(setting))
+    if toy is None:
+        return "– | –"
+    n = len(toy["runs"])
+    return " | ".join(f"{LADDER.fmt(toy['summary'], f)} (n {n})" for f in CEILING)
+
+
+def markdown(
+    premise: dict[str, Any], cells: dict[str, Any], ceilings: dict[str, Any] | None = None
+) -> str:
+    ceilings = ceilings or {}
+    out = [
+        "## At a glance: FickleNet p=0.9 − deterministic (segmenter val mIoU, points)",
+        "",
+        "Paired by training seed, each classifier with its formula chosen on train; mean ± "
+        f"std of the differences; a difference only where the paired t test gives p < "
+        f"{LADDER.SIGNIFICANCE}. Details and every figure below.",
+        "",
+        *glance(cells),
+        "",
+    ]
+    out += ["## The premise: class evidence in the bodies, parts erased (toy val, mAP %)", ""]
     if premise:
         out += [
             "| body evidence | erased: mAP | seeds | intact: mAP | seeds "
@@ -213,8 +295,9 @@ def markdown(premise: dict[str, Any], cells: dict[str, Any]) -> str:
         "",
         "Each cell: mean ± std of the differences, the paired t test's p, the pairs.",
         "",
-        "| setting | each its chosen | `gradcam` | `grad_x_act` | + CRF, each its chosen |",
-        "|---|---|---|---|---|",
+        "| setting | each its chosen | `gradcam` | `grad_x_act` | + CRF, each its chosen "
+        "| ceiling: fully supervised | ceiling + CRF |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, cell in cells.items():
         p = cell["paired"]
@@ -226,7 +309,7 @@ def markdown(premise: dict[str, Any], cells: dict[str, Any]) -> str:
             f"| {_setting_label(name)} | {_diff(get('chosen', 'segmenter mIoU'))} | "
             f"{_diff(get('gradcam', 'segmenter mIoU'))} | "
             f"{_diff(get('grad_x_act', 'segmenter mIoU'))} | "
-            f"{_diff(get('chosen', 'segmenter mIoU + CRF'))} |"
+            f"{_diff(get('chosen', 'segmenter mIoU + CRF'))} | {_ceiling(ceilings, name)} |"
         )
     out += [
         "",
@@ -258,8 +341,9 @@ def main() -> None:
     runs_dir, ladder_dir = Path(args.runs_dir), Path(args.ladder)
     premise = gather_premise(runs_dir, ladder_dir)
     cells = gather_cells(runs_dir, ladder_dir, Path(args.choice))
-    result = {"premise": premise, "cells": cells}
-    LADDER.write_results(Path(args.out), result, markdown(premise, cells))
+    ceilings = gather_ceilings(runs_dir, ladder_dir)
+    result = {"premise": premise, "cells": cells, "ceilings": ceilings}
+    LADDER.write_results(Path(args.out), result, markdown(premise, cells, ceilings))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 # OUT: where the runs go (default runs/window_evidence); BIN: the environment's bin/;
 # SETTINGS: the cells to run (default: all, cheapest first; "" runs the premise only);
 # JOBS: jobs at a time (default 2, one thread each, for 2 cores).
+# Cost: the w12 cells run both formulas for both classifiers; the w24 cells (3.3x the
+# cost of a w12 pipeline) run each classifier's formula chosen on train only.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/window_evidence}
@@ -99,6 +101,25 @@ choose() {  # setting
     "$BIN/python" experiments/recipe/choose.py --runs "$runs" \
         --levels "realistic=$(root_of "$map" "$ev" shown)" --out "$OUT/$1/choice" > "$OUT/$1/choice.log" 2>&1
 }
+formulas_of() {  # setting, row -> the formulas whose pipelines run
+    if [ "${1%%_*}" = w12 ]; then echo "$FORMULAS"; return; fi
+    "$BIN/python" experiments/recipe/settings.py "$OUT/$1/choice/choice.json" realistic "$2" \
+        | tr ' ' '\n' | sed -n 's/^localize.formula=//p'
+}
+# The fully supervised ceiling of a setting's toy (the default toy's is the ladder's bar).
+ceiling() {  # setting, seed
+    local map=${1%%_*} ev=${1##*_ev} dir
+    dir="$OUT/ceiling/${map}_ev$ev/seed$2"
+    grep -qs evaluate_crf "$dir/metrics.json" && return
+    mkdir -p "$dir"
+    local extra=""
+    [ "$map" = w24 ] && extra="experiment=voc_window"
+    # shellcheck disable=SC2086
+    "$BIN/ficklenet-pipeline" $extra data.root="$(root_of "$map" "$ev" shown)" \
+        data.toy.body_evidence="$ev" seed="$2" 'stages=[segment,evaluate,evaluate_crf]' \
+        segment.seeds=null data.pixel_labels=train_aug $Q hydra.run.dir="$dir" \
+        > "$dir/pipeline.log" 2>&1
+}
 weak() {  # setting, row, formula, seed
     local dir="$OUT/$1/$2/$3/seed$4" choice="$OUT/$1/choice/choice.json" settings
     mkdir -p "$dir"
@@ -126,9 +147,10 @@ for setting in $SETTINGS; do
     done; done; done
     finish
     choose "$setting"
-    for seed in $SEEDS; do for row in $ROWS; do for formula in $FORMULAS; do
+    for seed in $SEEDS; do for row in $ROWS; do for formula in $(formulas_of "$setting" "$row"); do
         two_at_a_time weak "$setting" "$row" "$formula" "$seed"
     done; done; done
+    for seed in $SEEDS; do two_at_a_time ceiling "$setting" "$seed"; done
     finish
 done
 echo "window x evidence done"
