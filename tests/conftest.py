@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -35,20 +34,6 @@ def run_ok(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Co
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def experiment_module(relpath: str):
-    """Import a script of ``experiments/`` (scripts, not a package) by its path there,
-    e.g. ``"ladder/gather.py"``, as the module ``<folder>_<name>``."""
-    path = EXPERIMENTS / relpath
-    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 SMALL_TOY = dict(n_train_aug=40, n_train=20, n_val=20, size=64)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
-from tests.conftest import experiment_module
-
 
 @pytest.fixture(scope="module")
 def bench():
-    return experiment_module("benchmarks/data_loading.py")
+    return importlib.import_module("experiments.benchmarks.data_loading")
 
 
 def test_data_loading_benchmark_tiny(bench, tmp_path, capsys):

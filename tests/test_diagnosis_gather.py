@@ -3,17 +3,18 @@ worked out by hand."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import experiment_module
+from ficklenet.analysis.stats import paired_on, summarize
 
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    return experiment_module("diagnosis/gather.py")
+    return importlib.import_module("experiments.diagnosis.gather")
 
 
 def _maps(diag: Path, row: str, seed: int, variant: str, split: str, recall: float) -> None:
@@ -37,13 +38,11 @@ def test_map_runs_are_keyed_and_compared_by_seed(gather_mod, tmp_path):
     assert maps[("fickle_0.9", "grad_x_act", "train")][0]["CAM object recall"] == 0.7
     assert maps[("fickle_0.9", "n1", "val")][2]["seed labelled"] is None  # not in the file
     n1, ladder = maps[("fickle_0.9", "n1", "val")], maps[("fickle_0.9", "ladder", "val")]
-    diff = gather_mod.LADDER.paired_on(n1, ladder, "CAM object recall")
+    diff = paired_on(n1, ladder, "CAM object recall")
     # differences -0.04, -0.05, -0.03: mean -0.04, sample std 0.01
     assert diff["mean"] == pytest.approx(-0.04) and diff["std"] == pytest.approx(0.01)
     assert not diff["no_difference"]  # standard error 0.01/sqrt(3): the mean is 6.9 of them
-    summary = gather_mod.LADDER.summarize(
-        maps[("fickle_0.9", "ladder", "val")], ["CAM object recall"]
-    )
+    summary = summarize(maps[("fickle_0.9", "ladder", "val")], ["CAM object recall"])
     assert summary["CAM object recall"]["mean"] == pytest.approx(0.5)
     assert summary["CAM object recall"]["std"] == pytest.approx(0.1)
 

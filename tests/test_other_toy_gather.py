@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import experiment_module
-
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    return experiment_module("other_toy/gather.py")
+    return importlib.import_module("experiments.other_toy.gather")
 
 
 def _write(path: Path, data: dict) -> None:

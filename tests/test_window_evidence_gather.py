@@ -3,18 +3,17 @@ the paired cells on hand-written runs."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import experiment_module
-
 
 @pytest.fixture(scope="module")
 def gather_mod():
-    return experiment_module("window_evidence/gather.py")
+    return importlib.import_module("experiments.window_evidence.gather")
 
 
 def test_floors_against_closed_forms(gather_mod):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from ficklenet.analysis.runs import find_jobs, read_figures
+from ficklenet.analysis.stats import fmt, paired_on, summarize
 
 HERE = Path(__file__).resolve().parent
 ROWS = {"fickle_0.9": "FickleNet p=0.9 seeds", "deterministic": "deterministic seeds"}
@@ -29,14 +31,9 @@ SEGMENT_KEYS = {
 }
 
 
-# The ladder's statistics, as the module ladder.gather of the experiments folder.
-sys.path.insert(0, str(HERE.parent))
-from ladder import gather as LADDER  # noqa: E402, N812
-
-
 def read(job: Path) -> dict[str, float | None]:
     """The ladder's figures of a run, and the segment stage's figures on train."""
-    figures = LADDER.read_run(job)
+    figures = read_figures(job)
     metrics = job / "metrics.json"
     segment = json.loads(metrics.read_text()).get("segment", {}) if metrics.is_file() else {}
     for name, keys in SEGMENT_KEYS.items():
@@ -51,7 +48,7 @@ def main() -> None:
     parser.add_argument("--ladder", default="runs/ladder")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
-    reference = LADDER.find_jobs(Path(args.ladder))
+    reference = find_jobs(Path(args.ladder))
     lines = [
         "| seeds | figure | pydensecrf (the ladder) | torch | torch − pydensecrf, paired |",
         "|---|---|---|---|---|",
@@ -64,18 +61,18 @@ def main() -> None:
                 ours[int(job.name.removeprefix("seed"))] = figures
         theirs = {s: read(j) for s, j in reference.get(row, {}).items() if s in ours}
         for name in FIGURES:
-            summary_a = LADDER.summarize(ours, [name])
-            summary_b = LADDER.summarize(theirs, [name])
+            summary_a = summarize(ours, [name])
+            summary_b = summarize(theirs, [name])
             if name not in summary_a or name not in summary_b:
                 continue
-            diff = LADDER.paired_on(ours, theirs, name)
+            diff = paired_on(ours, theirs, name)
             cell = "–"
             if diff is not None:
                 mark = "no difference" if diff["no_difference"] else "differs"
                 cell = f"{100 * diff['mean']:+.1f} ± {100 * diff['std']:.1f} ({mark})"
             lines.append(
-                f"| {label} ({summary_a[name]['n']}) | {name} | {LADDER.fmt(summary_b, name)} | "
-                f"{LADDER.fmt(summary_a, name)} | {cell} |"
+                f"| {label} ({summary_a[name]['n']}) | {name} | {fmt(summary_b, name)} | "
+                f"{fmt(summary_a, name)} | {cell} |"
             )
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)

@@ -21,16 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from ficklenet.analysis.runs import job_overrides, read_figures, write_results
+from ficklenet.analysis.stats import fmt, paired_on, summarize
+
 HERE = Path(__file__).resolve().parent
 
-
-# The ladder's statistics, as the module ladder.gather of the experiments folder.
-sys.path.insert(0, str(HERE.parent))
-from ladder import gather as LADDER  # noqa: E402, N812
 
 # Map-time settings, in the order run.sh names them, with what each changes.
 VARIANTS: dict[str, str] = {
@@ -82,7 +80,7 @@ def read_gxa(diag: Path, maps: dict[tuple[str, str, str], Runs]) -> dict[str, Ru
     for metrics in sorted(diag.glob("gxa/*/seed*/metrics.json")):
         job = metrics.parent
         row, seed = job.parent.name, int(job.name.removeprefix("seed"))
-        figures = LADDER.read_run(job)
+        figures = read_figures(job)
         for name, value in maps.get((row, "grad_x_act", "val"), {}).get(seed, {}).items():
             figures[name] = value
         if figures["segmenter mIoU"] is not None:
@@ -95,8 +93,8 @@ def read_sweeps(root: Path, pattern: str) -> dict[str, Runs]:
     out: dict[str, Runs] = {}
     for metrics in sorted(root.glob(pattern)):
         job = metrics.parent
-        overrides = LADDER.job_overrides(job)
-        figures = LADDER.read_run(job)
+        overrides = job_overrides(job)
+        figures = read_figures(job)
         if "table5" in overrides and figures["segmenter mIoU"] is not None:
             out.setdefault(overrides["table5"], {})[int(overrides.get("seed", 0))] = figures
     return out
@@ -119,8 +117,8 @@ def _fickle_minus_deterministic(runs: dict[str, Runs], what: str) -> list[tuple[
 def _table(rows: list[tuple[str, Runs]], names: list[str]) -> list[str]:
     lines = ["| row | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for label, runs in rows:
-        summary = LADDER.summarize(runs, names)
-        cells = " | ".join(LADDER.fmt(summary, n) for n in names)
+        summary = summarize(runs, names)
+        cells = " | ".join(fmt(summary, n) for n in names)
         lines.append(f"| {label} | {len(runs)} | {cells} |")
     return lines
 
@@ -128,9 +126,7 @@ def _table(rows: list[tuple[str, Runs]], names: list[str]) -> list[str]:
 def _paired_table(pairs: list[tuple[str, Runs, Runs]], names: list[str]) -> list[str]:
     lines = ["| a − b | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, a, b in pairs:
-        lines.append(
-            f"| {label} | " + " | ".join(_diff(LADDER.paired_on(a, b, n)) for n in names) + " |"
-        )
+        lines.append(f"| {label} | " + " | ".join(_diff(paired_on(a, b, n)) for n in names) + " |")
     return lines
 
 
@@ -222,7 +218,7 @@ def main() -> None:
         "gxa": result["gxa"],
         "s5": result["s5"],
     }
-    LADDER.write_results(out, serial, markdown(result), indent=2)
+    write_results(out, serial, markdown(result), indent=2)
 
 
 if __name__ == "__main__":

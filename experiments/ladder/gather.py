@@ -14,59 +14,29 @@ and n, every paired comparison), ``results.md``, ``table5.png`` (Table 5 with er
 bars beside the paper's numbers), ``saliency_axis.png`` and ``curves.png``
 (training loss and validation metric per epoch of seed 0's runs).
 
-Statistics: mean ± sample standard deviation (n-1) over training seeds; a paired
-comparison takes, seed by seed, the difference between two rows trained with the
-same seed, and reports its mean, its standard deviation, the paired t statistic
-with its two-sided p-value, and the exact sign-flip permutation p-value (all 2^n
-sign patterns of the differences). A difference is read as one only where the paired
-t test gives p < 0.05 (``SIGNIFICANCE``); anything else is reported as no difference.
-(The studies measured at commit a02f831 read a mean outside ±2 standard errors as a
-difference, which with three pairs lets through p ≈ 0.18.)
-
-``read_run``, ``find_jobs`` and ``job_overrides`` read the ladder's earlier layout
-(one ``ficklenet-pipeline -m`` sweep per row, no saliency; ``run.sh`` at commit
-a02f831), which ``experiments/diagnosis`` and ``experiments/crf_backend`` build on.
+Statistics (mean ± std over training seeds, paired comparisons with the t test and
+the exact sign-flip test, the 0.05 significance rule) are ``ficklenet.analysis.stats``;
+the figures read from each run are ``ficklenet.analysis.runs``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from ficklenet.files import atomic_path
+from ficklenet.analysis.runs import (
+    GROWTH_FIGURES,
+    ROW_LABELS,
+    WEAK_FIGURES,
+    read_figures,
+    seed_folders,
+    write_results,
+)
+from ficklenet.analysis.stats import fmt, paired_on, reading, summarize
 
 HERE = Path(__file__).resolve().parent
-SIGNIFICANCE = 0.05  # a paired difference is read as one where the t test's p is below this
-
-# (name, stage file, key) of every figure, fractions in [0, 1]. Seed and CAM figures
-# come from the val localization (localize_val), which chose no threshold.
-FIGURES: list[tuple[str, str, str]] = [
-    ("classifier mAP", "classify", "val/mAP"),
-    ("seed mIoU", "localize_val", "seed/miou"),
-    ("seed precision", "localize_val", "seed/precision"),
-    ("seed recall", "localize_val", "seed/recall"),
-    ("seed labelled", "localize_val", "seed/labelled_fraction"),
-    ("CAM mIoU", "localize_val", "cam/best_miou"),
-    ("CAM object recall", "localize_val", "cam/object_recall"),
-    ("seed mIoU (train)", "localize", "seed/miou"),
-    ("segmenter mIoU", "evaluate", "miou"),
-    ("segmenter mIoU + CRF", "evaluate_crf", "miou"),
-]
-ROW_LABELS: dict[str, str] = {
-    "supervised": "fully supervised (ceiling)",
-    "gt_seeds": "DSRG on ground-truth-derived seeds",
-    "deterministic": "deterministic CAM seeds (p=0) → DSRG",
-    "fickle_0.9": "FickleNet p=0.9 → DSRG",
-    "general_0.9": "general dropout p=0.9 → DSRG",
-    "fickle_0.3": "FickleNet p=0.3 → DSRG",
-    "fickle_0.5": "FickleNet p=0.5 → DSRG",
-    "fickle_0.7": "FickleNet p=0.7 → DSRG",
-    "general_0.5": "general dropout p=0.5 → DSRG",
-}
 # Paper Table 5 (PASCAL VOC 2012 val mIoU %, DeepLab-VGG16 + DSRG), by row.
 PAPER_TABLE5: dict[str, float] = {
     "deterministic": 56.3,
@@ -78,142 +48,6 @@ PAPER_TABLE5: dict[str, float] = {
     "fickle_0.9": 61.2,
 }
 TABLE5_ORDER = list(PAPER_TABLE5)
-
-
-def read_run(run_dir: Path) -> dict[str, float | None]:
-    """Every figure of one (row, seed) directory; None where it is missing."""
-    stages: dict[str, dict[str, Any]] = {}
-    pipeline = run_dir / "metrics.json"
-    if pipeline.is_file():
-        stages.update(json.loads(pipeline.read_text()))
-    val = run_dir / "localize_val" / "metrics.json"
-    if val.is_file():
-        stages["localize_val"] = json.loads(val.read_text())
-    out: dict[str, float | None] = {}
-    for name, stage, key in FIGURES:
-        value = stages.get(stage, {}).get(key)
-        out[name] = None if value is None else float(value)
-    return out
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b), integrated numerically (Simpson's rule after substituting
-    u = x·v^(1/a), which removes the singularity at 0); beyond the mean a/(a+b) it
-    uses I_x(a, b) = 1 - I_{1-x}(b, a), so the other endpoint never enters."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > a / (a + b):
-        return 1.0 - regularized_beta(1.0 - x, b, a)
-
-    def integrand(v: float) -> float:
-        return (1.0 - x * v ** (1.0 / a)) ** (b - 1.0)
-
-    n = 2000
-    h = 1.0 / n
-    total = integrand(0.0) + integrand(1.0)
-    total += sum((4 if i % 2 else 2) * integrand(i * h) for i in range(1, n))
-    integral = total * h / 3.0 * x**a / a
-    return integral / math.exp(math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-
-
-def student_t_two_sided(t: float, df: int) -> float:
-    """Two-sided p-value of Student's t: P(|T| > |t|) = I_{df/(df+t²)}(df/2, 1/2)."""
-    if df < 1 or math.isnan(t):
-        return float("nan")
-    return min(1.0, regularized_beta(df / (df + t * t), df / 2.0, 0.5))
-
-
-def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
-    """Paired comparison of a - b over the seeds both have."""
-    seeds = sorted(set(a) & set(b))
-    if len(seeds) < 2:
-        return None
-    diffs = [a[s] - b[s] for s in seeds]
-    mean, std = mean_std(diffs)
-    assert std is not None
-    n = len(diffs)
-    if std > 0:
-        t = mean / (std / math.sqrt(n))
-        p_t = student_t_two_sided(t, n - 1)
-    else:  # every difference the same: none at all, or one beyond any noise
-        t = math.copysign(math.inf, mean) if mean else 0.0
-        p_t = 0.0 if mean else 1.0
-    flips = [
-        abs(sum(s * d for s, d in zip(signs, diffs, strict=True)) / n)
-        for signs in itertools.product((1, -1), repeat=n)
-    ]
-    p_perm = sum(f >= abs(mean) - 1e-12 for f in flips) / len(flips)
-    return {
-        "seeds": seeds,
-        "differences": diffs,
-        "mean": mean,
-        "std": std,
-        "t": t,
-        "p_t": p_t,
-        "p_permutation": p_perm,
-        "no_difference": not p_t < SIGNIFICANCE,
-    }
-
-
-def summarize(runs: dict[int, dict[str, float | None]], names: list[str]) -> dict[str, Any]:
-    """{figure: {mean, std, n}} over the runs that have it."""
-    summary = {}
-    for name in names:
-        values = [r[name] for r in runs.values() if r.get(name) is not None]
-        if values:
-            mean, std = mean_std(values)
-            summary[name] = {"mean": mean, "std": std, "n": len(values)}
-    return summary
-
-
-def paired_on(
-    a: dict[int, dict[str, float | None]], b: dict[int, dict[str, float | None]], name: str
-) -> dict[str, Any] | None:
-    """:func:`paired` on one figure of two rows' runs ({seed: figures})."""
-    return paired(
-        {s: r[name] for s, r in a.items() if r.get(name) is not None},
-        {s: r[name] for s, r in b.items() if r.get(name) is not None},
-    )
-
-
-def job_overrides(job: Path) -> dict[str, str]:
-    """The ``key=value`` overrides Hydra recorded for a job."""
-    import yaml
-
-    path = job / ".hydra" / "overrides.yaml"
-    items = yaml.safe_load(path.read_text()) if path.is_file() else []
-    return dict(str(item).split("=", 1) for item in items or [] if "=" in str(item))
-
-
-def find_jobs(runs_dir: Path) -> dict[str, dict[int, Path]]:
-    """{row: {seed: job directory}} over every sweep under ``runs_dir``."""
-    rows: dict[str, dict[int, Path]] = {}
-    for metrics in sorted(runs_dir.glob("*/*/metrics.json")):
-        job = metrics.parent
-        overrides = job_overrides(job)
-        row = overrides.get("table5", job.parent.name)
-        rows.setdefault(row, {})[int(overrides.get("seed", 0))] = job
-    return rows
-
-
-def fmt(summary: dict[str, Any], name: str) -> str:
-    cell = summary.get(name)
-    if cell is None:
-        return "–"
-    if cell["std"] is None:
-        return f"{100 * cell['mean']:.1f}"
-    return f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
 
 
 def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], list[float]]:
@@ -243,53 +77,7 @@ DEFAULT_LEVEL = "realistic"
 NO_GROWING = "realistic_no_growing"  # the growing ablation at the default level
 FORMULAS = ("gradcam", "grad_x_act")
 PAIRED = ("deterministic", "fickle_0.9")
-# (name, stage, key) of the figures of a weakly supervised run, fractions in [0, 1];
-# seed and CAM figures on val (localize_val), which chose nothing.
-WEAK_FIGURES: list[tuple[str, str, str]] = [
-    ("classifier mAP", "classify", "val/mAP"),
-    ("seed mIoU", "localize_val", "seed/miou"),
-    ("seed precision", "localize_val", "seed/precision"),
-    ("seed recall", "localize_val", "seed/recall"),
-    ("seed labelled", "localize_val", "seed/labelled_fraction"),
-    ("CAM mIoU", "localize_val", "cam/best_miou"),
-    ("CAM object recall", "localize_val", "cam/object_recall"),
-    ("segmenter mIoU", "evaluate", "miou"),
-    ("segmenter mIoU + CRF", "evaluate_crf", "miou"),
-]
-# What DSRG's growing did, on train at the end of training (ficklenet.tasks.seed_growth).
-GROWTH_FIGURES: list[tuple[str, str, str]] = [
-    ("seeds mIoU", "segment", "seed/miou"),
-    ("seeds precision", "segment", "seed/precision"),
-    ("seeds labelled", "segment", "seed/labelled_fraction"),
-    ("grown mIoU", "segment", "grown_seed/miou"),
-    ("grown precision", "segment", "grown_seed/precision"),
-    ("grown labelled", "segment", "grown_seed/labelled_fraction"),
-    ("prediction mIoU (train)", "segment", "train/miou"),
-]
-ALL_FIGURES = WEAK_FIGURES + GROWTH_FIGURES
 COMPARED = ("seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF")
-
-
-def read_figures(job: Path, classifier: Path | None) -> dict[str, float | None]:
-    """Every figure of one weakly supervised (or bar) run; None where missing."""
-    stages: dict[str, dict[str, Any]] = {}
-    for name, path in (
-        ("", job / "metrics.json"),
-        ("localize_val", job / "localize_val" / "metrics.json"),
-        ("classify", (classifier or Path("/nonexistent")) / "metrics.json"),
-    ):
-        if not path.is_file():
-            continue
-        data = json.loads(path.read_text())
-        if name:
-            stages[name] = data
-        else:  # the pipeline's metrics.json: one entry per stage
-            stages.update(data)
-    out: dict[str, float | None] = {}
-    for name, stage, key in ALL_FIGURES:
-        value = stages.get(stage, {}).get(key)
-        out[name] = None if value is None else float(value)
-    return out
 
 
 def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str, Any] | None:
@@ -302,25 +90,9 @@ def _row(jobs: dict[int, Path], classifiers: dict[int, Path | None]) -> dict[str
         return None
     return {
         "runs": runs,
-        "summary": summarize(runs, [n for n, _, _ in ALL_FIGURES]),
+        "summary": summarize(runs, [n for n, _, _ in WEAK_FIGURES + GROWTH_FIGURES]),
         "jobs": {s: str(j) for s, j in jobs.items()},
     }
-
-
-def write_results(out: Path, result: Any, text: str, indent: int = 1) -> None:
-    """Write ``results.json`` (``result``) and ``results.md`` (``text``) into ``out``, each
-    atomically, and print the Markdown: how every gather script of experiments/ ends."""
-    with atomic_path(out / "results.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=indent, sort_keys=True) + "\n")
-    with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(text)
-    print(text)
-
-
-def seed_folders(folder: Path) -> dict[int, Path]:
-    """{training seed: folder} of the ``seed<N>`` folders under ``folder``."""
-    found = (p for p in sorted(folder.glob("seed*")) if p.is_dir())
-    return {int(p.name[4:]): p for p in found if p.name[4:].isdigit()}
 
 
 def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
@@ -381,12 +153,6 @@ def gather_recipe(runs_dir: Path, choice: dict[str, Any]) -> dict[str, Any]:
 
 def _label(row: str) -> str:
     return ROW_LABELS[row].removesuffix(" → DSRG")
-
-
-def reading(c: dict[str, Any]) -> str:
-    if c["no_difference"]:
-        return "no difference"
-    return "FickleNet higher" if c["mean"] > 0 else "deterministic higher"
 
 
 def _paired_lines(comp: dict[str, Any]) -> list[str]:

@@ -12,15 +12,20 @@ over training seeds, and FickleNet p=0.9 − deterministic paired by training se
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from ficklenet.analysis.runs import (
+    ALL_FIGURES,
+    ROW_LABELS,
+    read_figures,
+    seed_folders,
+    write_results,
+)
+from ficklenet.analysis.stats import fmt, paired_on, reading, summarize
+
 HERE = Path(__file__).resolve().parent
 
-# The ladder's figures and statistics, as the module ladder.gather of the experiments folder.
-sys.path.insert(0, str(HERE.parent))
-from ladder import gather as LADDER  # noqa: E402, N812
 
 # (row, the formula it ran with: the one each chose on the default toy's train)
 ROWS: list[tuple[str, str | None]] = [
@@ -28,7 +33,7 @@ ROWS: list[tuple[str, str | None]] = [
     ("deterministic", "grad_x_act"),
     ("fickle_0.9", "gradcam"),
 ]
-NAMES = [name for name, _, _ in LADDER.ALL_FIGURES]
+NAMES = [name for name, _, _ in ALL_FIGURES]
 SHOWN = [
     "classifier mAP",
     "seed mIoU",
@@ -44,16 +49,16 @@ def gather(runs_dir: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for row, _ in ROWS:
         runs = {}
-        for seed, job in LADDER.seed_folders(runs_dir / row).items():
-            figures = LADDER.read_figures(job, job / "classify")
+        for seed, job in seed_folders(runs_dir / row).items():
+            figures = read_figures(job, job / "classify")
             if figures["segmenter mIoU + CRF"] is not None:
                 runs[seed] = figures
         if runs:
-            rows[row] = {"runs": runs, "summary": LADDER.summarize(runs, NAMES)}
+            rows[row] = {"runs": runs, "summary": summarize(runs, NAMES)}
     paired = {}
     if "fickle_0.9" in rows and "deterministic" in rows:
         for name in ("seed mIoU", "segmenter mIoU", "segmenter mIoU + CRF"):
-            diff = LADDER.paired_on(rows["fickle_0.9"]["runs"], rows["deterministic"]["runs"], name)
+            diff = paired_on(rows["fickle_0.9"]["runs"], rows["deterministic"]["runs"], name)
             if diff is not None:
                 paired[name] = diff
     return {"rows": rows, "fickle_minus_deterministic": paired}
@@ -73,9 +78,9 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         summary = result["rows"][row]["summary"]
         n = len(result["rows"][row]["runs"])
-        cells = " | ".join(LADDER.fmt(summary, name) for name in SHOWN)
+        cells = " | ".join(fmt(summary, name) for name in SHOWN)
         lines.append(
-            f"| {LADDER.ROW_LABELS[row]} | {f'`{formula}`' if formula else '–'} | {n} | {cells} |"
+            f"| {ROW_LABELS[row]} | {f'`{formula}`' if formula else '–'} | {n} | {cells} |"
         )
     if result["fickle_minus_deterministic"]:
         lines += [
@@ -89,7 +94,7 @@ def markdown(result: dict[str, Any]) -> str:
             diffs = ", ".join(f"{100 * d:+.1f}" for d in c["differences"])
             lines.append(
                 f"| {name} | {diffs} | {100 * c['mean']:+.1f} ± {100 * c['std']:.1f} "
-                f"| {c['p_t']:.3f} | {LADDER.reading(c)} |"
+                f"| {c['p_t']:.3f} | {reading(c)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -100,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args()
     result = gather(Path(args.runs_dir))
-    LADDER.write_results(Path(args.out), result, markdown(result))
+    write_results(Path(args.out), result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ The premise table sets each erased classifier's val mAP beside the intact one's 
 beside two floors computed from the val labels alone: *chance* (scores that know
 nothing: the mean AP of random scores) and *the body's group* (scores that know
 which texture groups are in the image and nothing more: 1 for each of the four
-classes of a present group, 0 otherwise, ties broken at random). Statistics are the
-ladder's (``experiments/ladder/gather.py``).
+classes of a present group, 0 otherwise, ties broken at random). Statistics are
+``ficklenet.analysis.stats``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,13 @@ import torch
 from omegaconf import OmegaConf
 from torchmetrics.classification import MultilabelAveragePrecision
 
+from ficklenet.analysis.runs import ROW_LABELS, read_figures, seed_folders, write_results
+from ficklenet.analysis.stats import SIGNIFICANCE, fmt, paired_on, summarize
+from ficklenet.data.classes import NUM_CLASSES
+from ficklenet.data.toy import body_style, toy_settings
+from ficklenet.data.voc import VOCReader
+
 HERE = Path(__file__).resolve().parent
-
-# The ladder's figures and statistics, as the module ladder.gather of the experiments folder.
-sys.path.insert(0, str(HERE.parent))
-from ladder import gather as LADDER  # noqa: E402, N812
-
-from ficklenet.data.classes import NUM_CLASSES  # noqa: E402
-from ficklenet.data.toy import body_style, toy_settings  # noqa: E402
-from ficklenet.data.voc import VOCReader  # noqa: E402
 
 ROWS = ("deterministic", "fickle_0.9")
 FORMULAS = ("gradcam", "grad_x_act")
@@ -89,7 +86,7 @@ def val_targets(root: Path) -> np.ndarray:
 
 def _mAP(folder: Path) -> dict[int, float]:
     out = {}
-    for seed, job in LADDER.seed_folders(folder).items():
+    for seed, job in seed_folders(folder).items():
         path = job / "metrics.json"
         if path.is_file() and "val/mAP" in (data := json.loads(path.read_text())):
             out[seed] = float(data["val/mAP"])
@@ -109,7 +106,7 @@ def gather_premise(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
             if float(ev) == 0
             else runs_dir / f"w12_s3_ev{ev}" / "cls" / "deterministic"
         )
-        root = Path(_config_root(next(iter(LADDER.seed_folders(folder).values()))))
+        root = Path(_config_root(next(iter(seed_folders(folder).values()))))
         made = toy_settings(root)
         out[ev] = {
             "erased": erased,
@@ -140,12 +137,12 @@ def gather_ceilings(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
     out = {}
     for toy, folder in sources.items():
         runs = {}
-        for seed, job in LADDER.seed_folders(folder).items():
-            figures = LADDER.read_figures(job, None)
+        for seed, job in seed_folders(folder).items():
+            figures = read_figures(job, None)
             if all(figures[n] is not None for n in CEILING):
                 runs[seed] = {n: figures[n] for n in CEILING}
         if runs:
-            out[toy] = {"runs": runs, "summary": LADDER.summarize(runs, CEILING)}
+            out[toy] = {"runs": runs, "summary": summarize(runs, CEILING)}
     return out
 
 
@@ -155,8 +152,8 @@ def _cell_runs(folder: Path, cls_dir: Path) -> dict[str, dict[str, dict[int, Any
     for row in ROWS:
         for formula in FORMULAS:
             runs = {}
-            for seed, job in LADDER.seed_folders(folder / row / formula).items():
-                figures = LADDER.read_figures(job, cls_dir / row / f"seed{seed}")
+            for seed, job in seed_folders(folder / row / formula).items():
+                figures = read_figures(job, cls_dir / row / f"seed{seed}")
                 if figures["segmenter mIoU + CRF"] is not None:
                     runs[seed] = figures
             if runs:
@@ -182,7 +179,7 @@ def gather_cells(runs_dir: Path, ladder_dir: Path, choice: Path) -> dict[str, An
             continue
         chosen = _chosen(choice_path)
         summary = {
-            row: {f: LADDER.summarize(r, SHOWN) for f, r in by_formula.items()}
+            row: {f: summarize(r, SHOWN) for f, r in by_formula.items()}
             for row, by_formula in runs.items()
         }
         paired: dict[str, Any] = {}
@@ -194,7 +191,7 @@ def gather_cells(runs_dir: Path, ladder_dir: Path, choice: Path) -> dict[str, An
             for label, f_fickle, f_det in labels:
                 if f_fickle not in fickle or f_det not in det:
                     continue
-                diffs = {n: LADDER.paired_on(fickle[f_fickle], det[f_det], n) for n in PAIRED}
+                diffs = {n: paired_on(fickle[f_fickle], det[f_det], n) for n in PAIRED}
                 diffs = {n: d for n, d in diffs.items() if d is not None}  # >= 2 pairs
                 if diffs:
                     paired[label] = diffs
@@ -246,7 +243,7 @@ def glance(cells: dict[str, Any]) -> list[str]:
             if c is None:
                 entries.append("not run" if ev not in by_ev else "–")
                 continue
-            verdict = "difference" if c["p_t"] < LADDER.SIGNIFICANCE else "no difference"
+            verdict = "difference" if c["p_t"] < SIGNIFICANCE else "no difference"
             entries.append(f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f} ({verdict})")
         out.append(f"| {window} | " + " | ".join(entries) + " |")
     return out
@@ -257,7 +254,7 @@ def _ceiling(ceilings: dict[str, Any], setting: str) -> str:
     if toy is None:
         return "– | –"
     n = len(toy["runs"])
-    return " | ".join(f"{LADDER.fmt(toy['summary'], f)} (n {n})" for f in CEILING)
+    return " | ".join(f"{fmt(toy['summary'], f)} (n {n})" for f in CEILING)
 
 
 def markdown(
@@ -269,7 +266,7 @@ def markdown(
         "",
         "Paired by training seed, each classifier with its formula chosen on train; mean ± "
         f"std of the differences; a difference only where the paired t test gives p < "
-        f"{LADDER.SIGNIFICANCE}. Details and every figure below.",
+        f"{SIGNIFICANCE}. Details and every figure below.",
         "",
         *glance(cells),
         "",
@@ -282,11 +279,11 @@ def markdown(
             "|---|---|---|---|---|---|---|",
         ]
         for ev, p in sorted(premise.items(), key=lambda kv: float(kv[0])):
-            erased = LADDER.summarize({s: {"m": v} for s, v in p["erased"].items()}, ["m"])
-            intact = LADDER.summarize({s: {"m": v} for s, v in p["intact"].items()}, ["m"])
+            erased = summarize({s: {"m": v} for s, v in p["erased"].items()}, ["m"])
+            intact = summarize({s: {"m": v} for s, v in p["intact"].items()}, ["m"])
             out.append(
-                f"| {ev} | {LADDER.fmt(erased, 'm')} | {len(p['erased'])} | "
-                f"{LADDER.fmt(intact, 'm')} | {len(p['intact'])} | {_pct(p['group'])} | "
+                f"| {ev} | {fmt(erased, 'm')} | {len(p['erased'])} | "
+                f"{fmt(intact, 'm')} | {len(p['intact'])} | {_pct(p['group'])} | "
                 f"{_pct(p['chance'])} |"
             )
     out += [
@@ -323,9 +320,9 @@ def markdown(
             for formula, summary in by_formula.items():
                 mark = "*" if cell["chosen"].get(row) == formula else ""
                 n = len(cell["runs"][row][formula])
-                values = " | ".join(LADDER.fmt(summary, figure) for figure in SHOWN)
+                values = " | ".join(fmt(summary, figure) for figure in SHOWN)
                 out.append(
-                    f"| {_setting_label(name)} | {LADDER.ROW_LABELS[row]} | `{formula}`{mark} "
+                    f"| {_setting_label(name)} | {ROW_LABELS[row]} | `{formula}`{mark} "
                     f"| {n} | {values} |"
                 )
     return "\n".join(out) + "\n"
@@ -343,7 +340,7 @@ def main() -> None:
     cells = gather_cells(runs_dir, ladder_dir, Path(args.choice))
     ceilings = gather_ceilings(runs_dir, ladder_dir)
     result = {"premise": premise, "cells": cells, "ceilings": ceilings}
-    LADDER.write_results(Path(args.out), result, markdown(premise, cells, ceilings))
+    write_results(Path(args.out), result, markdown(premise, cells, ceilings))
 
 
 if __name__ == "__main__":
