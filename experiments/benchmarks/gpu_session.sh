@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared call on a lent GPU machine: the GPU-only tests and the VOC-size
-# figures of the README's "Performance" section, each step time-boxed, every
+# figures of docs/performance.md, each step time-boxed, every
 # result under $OUT (the device tool brings that folder back).
 #
 # The machine has torch, torchvision, Lightning and torchmetrics but not hydra-core,

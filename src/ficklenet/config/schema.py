@@ -514,7 +514,7 @@ class EvaluateConfig:
 
 @dataclass
 class PredictConfig:
-    """``ficklenet-predict``: segment images without labels (README, "Predicting")."""
+    """``ficklenet-predict``: segment images without labels (docs/usage.md, "Predicting")."""
 
     # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/last.ckpt).
     segmenter: CheckpointRef = field(default_factory=CheckpointRef)
