@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ficklenet.choices import Dropout
 from ficklenet.localization import sample_maps, sample_maps_many, stochastic_maps
-from ficklenet.models.fickle import Dropout, FickleHead
+from ficklenet.models.fickle import FickleHead
 
 # bf16 keeps 8 bits of mantissa: features rounded to bf16 move each product by up to
 # 2^-8 relative; the sums stay within 2 % of the float32 ones (max error / max value).

@@ -10,13 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ficklenet.choices import SaliencyQuality
 from ficklenet.data.toy import TOY_MARKER, toy_settings, write_toy_voc
-from ficklenet.data.toy_saliency import (
-    SALIENCY_LEVELS,
-    SaliencyLevel,
-    SaliencyQuality,
-    render_saliency,
-)
+from ficklenet.data.toy_saliency import SALIENCY_LEVELS, SaliencyLevel, render_saliency
 from ficklenet.data.voc import VOCReader
 from ficklenet.metrics import SaliencyScore
 

@@ -252,7 +252,7 @@ class RunView:
 
     def formula_maps(self, image_id: str, n_maps: int = 8) -> FormulaMaps:
         """The same N masks' maps under every formula (:class:`FormulaMaps`)."""
-        from ficklenet.localization.maps import Formula
+        from ficklenet.choices import Formula
 
         maps = {str(f): self.stochastic_maps(image_id, n_maps, str(f)) for f in Formula}
         return FormulaMaps(

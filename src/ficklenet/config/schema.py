@@ -15,17 +15,23 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
-from ficklenet.choices import Choice
-from ficklenet.data.toy import ToyPart
-from ficklenet.data.toy_saliency import SaliencyQuality
-from ficklenet.data.voc import LabelsFrom
-from ficklenet.dsrg.crf import CRFBackend, Unary
-from ficklenet.lit.loggers import LoggerName
-from ficklenet.lit.optim import OptimizerName, Schedule
-from ficklenet.localization.aggregation import Aggregate
-from ficklenet.localization.maps import Formula
-from ficklenet.models.deeplab import HeadKind
-from ficklenet.models.fickle import Dropout
+from ficklenet.choices import (
+    Aggregate,
+    BadInput,
+    CheckpointChoice,
+    Choice,
+    CRFBackend,
+    Dropout,
+    Formula,
+    HeadKind,
+    LabelsFrom,
+    LoggerName,
+    OptimizerName,
+    SaliencyQuality,
+    Schedule,
+    ToyPart,
+    Unary,
+)
 
 
 class Stage(Choice):
@@ -36,21 +42,6 @@ class Stage(Choice):
     segment = "segment"
     evaluate = "evaluate"
     evaluate_crf = "evaluate_crf"
-
-
-class CheckpointChoice(Choice):
-    """Which checkpoint a training stage passes on: the end of its schedule, or its
-    best epoch on val (then labelled wherever it is reported)."""
-
-    last = "last"
-    best = "best"
-
-
-class BadInput(Choice):
-    """What ficklenet-predict does with a file it cannot decode."""
-
-    skip = "skip"
-    stop = "stop"
 
 
 @dataclass

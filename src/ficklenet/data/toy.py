@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ficklenet.choices import Choice
+from ficklenet.choices import SaliencyQuality, ToyPart
 from ficklenet.data.classes import (
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -71,7 +71,7 @@ from ficklenet.data.classes import (
     save_index_png,
     save_palette_png,
 )
-from ficklenet.data.toy_saliency import SALIENCY_LEVELS, SaliencyQuality, render_saliency
+from ficklenet.data.toy_saliency import SALIENCY_LEVELS, render_saliency
 
 __all__ = [
     "ToyParams",
@@ -119,13 +119,6 @@ _CHROMA_BASIS = (
 # at least one cell of a stride-8 feature grid, so that part and body fall in
 # different cells (capped at a fifth of the body for the tiny "difficult" objects).
 _PART_SCALE = (0.045, 0.065)
-
-
-class ToyPart(Choice):
-    """Whether the class-specific parts are drawn (``toy.part``)."""
-
-    shown = "shown"
-    erased = "erased"  # painted as the body around it: only the bodies are left
 
 
 @dataclass(frozen=True)

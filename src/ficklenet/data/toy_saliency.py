@@ -30,19 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ficklenet.choices import Choice
+from ficklenet.choices import SaliencyQuality
 
 __all__ = ["SALIENCY_LEVELS", "SaliencyLevel", "SaliencyQuality", "render_saliency"]
-
-
-class SaliencyQuality(Choice):
-    """The toy's saliency levels, best first (``toy.saliency``)."""
-
-    perfect = "perfect"
-    good = "good"
-    realistic = "realistic"
-    poor = "poor"
-    none = "none"
 
 
 # Candidate clutter blobs drawn per image; a level keeps the first ones its rate allows.

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ficklenet.choices import Choice
+from ficklenet.choices import LabelsFrom
 from ficklenet.data.classes import CLASS_TO_INDEX, IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 
 __all__ = ["VOCDataError", "VOCReader", "read_label_png", "split_file_candidates"]
@@ -40,13 +40,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompressio
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG")
 _SALIENCY_EXTENSIONS = (".png", ".jpg")
-
-
-class LabelsFrom(Choice):
-    """Where image-level labels come from: the XML object names or the masks."""
-
-    xml = "xml"
-    mask = "mask"
 
 
 class VOCDataError(Exception):

@@ -58,24 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from ficklenet.choices import Choice
-
-
-class CRFBackend(Choice):
-    """Who runs the training CRF: ``pydensecrf`` (the reference, CPU worker
-    processes) or ``torch`` (:mod:`ficklenet.dsrg.crf_torch`: exact dense kernels on
-    the training device, for output maps of at most 64×64 cells)."""
-
-    pydensecrf = "pydensecrf"
-    torch = "torch"
-
-
-class Unary(Choice):
-    """The CRF's unary energy: ``neg_log_prob`` (−log p, test) or ``neg_prob`` (−p,
-    the official training CRF)."""
-
-    neg_log_prob = "neg_log_prob"
-    neg_prob = "neg_prob"
+from ficklenet.choices import CRFBackend, Unary
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, Unary, kernel_scale
+from ficklenet.choices import Unary
+from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, kernel_scale
 
 #: Largest map (h·w cells) the dense kernels are built for: 64×64, 4,096 cells,
 #: 67 MB per kernel per image in float32.

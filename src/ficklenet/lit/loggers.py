@@ -29,17 +29,10 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from ficklenet.choices import Choice
+from ficklenet.choices import LoggerName
 from ficklenet.files import atomic_path
 
 log = logging.getLogger(__name__)
-
-
-class LoggerName(Choice):
-    csv = "csv"
-    tensorboard = "tensorboard"
-    wandb = "wandb"
-    none = "none"
 
 
 #: Summaries wandb keeps for a metric, by its name: higher-is-better metrics keep

@@ -13,20 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ficklenet.choices import Choice
-
-
-class OptimizerName(Choice):
-    sgd = "sgd"
-    adam = "adam"
-
-
-class Schedule(Choice):
-    """``poly``: lr·(1 - t/T)^power; ``step``: ×gamma every step_size; ``constant``."""
-
-    poly = "poly"
-    step = "step"
-    constant = "constant"
+from ficklenet.choices import OptimizerName, Schedule
 
 
 def build_optimizer(

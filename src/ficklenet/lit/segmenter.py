@@ -48,15 +48,10 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ficklenet.checkpoints import keep_config, rebuild
+from ficklenet.choices import CRFBackend
 from ficklenet.data.classes import IGNORE_INDEX, NUM_CLASSES
 from ficklenet.data.transforms import denormalize_batch
-from ficklenet.dsrg.crf import (
-    TRAIN_CRF,
-    CRFBackend,
-    CRFParams,
-    default_workers,
-    dense_crf_batch,
-)
+from ficklenet.dsrg.crf import TRAIN_CRF, CRFParams, default_workers, dense_crf_batch
 from ficklenet.dsrg.crf_torch import dense_crf_torch
 from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax

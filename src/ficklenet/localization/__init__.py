@@ -9,20 +9,14 @@
   labelling.
 """
 
+from ficklenet.choices import Aggregate, Formula
 from ficklenet.localization.aggregation import (
     AGGREGATES,
-    Aggregate,
     combine_maps,
     combine_scales,
     normalize_maps,
 )
-from ficklenet.localization.maps import (
-    FORMULAS,
-    Formula,
-    sample_maps,
-    sample_maps_many,
-    stochastic_maps,
-)
+from ficklenet.localization.maps import FORMULAS, sample_maps, sample_maps_many, stochastic_maps
 from ficklenet.localization.seeds import cam_labels, make_seeds
 
 __all__ = [

@@ -18,16 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ficklenet.choices import Choice
+from ficklenet.choices import Aggregate
 from ficklenet.geometry import grid_to_image
-
-
-class Aggregate(Choice):
-    """How maps combine: ``max`` (their union, the paper) or ``mean``."""
-
-    max = "max"
-    mean = "mean"
-
 
 AGGREGATES: tuple[str, ...] = tuple(Aggregate.names())
 

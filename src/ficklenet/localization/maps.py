@@ -48,20 +48,11 @@ from typing import Any, Literal, TypeVar, overload
 import torch
 from torch import Tensor
 
-from ficklenet.choices import Choice
+from ficklenet.choices import Aggregate, Formula
 from ficklenet.localization import closed_form, keep_bits
-from ficklenet.localization.aggregation import Aggregate, normalize_maps
+from ficklenet.localization.aggregation import normalize_maps
 from ficklenet.localization.keep_bits import keep_bits_table, sample_keep_bits
 from ficklenet.models.fickle import FickleHead
-
-
-class Formula(Choice):
-    """The map of one stochastic pass (:mod:`~ficklenet.localization.closed_form`):
-    ``grad_x_act`` or ``gradcam``."""
-
-    grad_x_act = "grad_x_act"
-    gradcam = "gradcam"
-
 
 FORMULAS: tuple[str, ...] = tuple(Formula.names())
 

@@ -37,16 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ficklenet.choices import Choice
+from ficklenet.choices import HeadKind
 from ficklenet.models.backbones import Backbone, _read_state_dict, backbone_from_config
-
-
-class HeadKind(Choice):
-    """``aspp``: four dilated branches, logits summed (DSRG's model); ``largefov``: one."""
-
-    aspp = "aspp"
-    largefov = "largefov"
-
 
 __all__ = [
     "ASPPHead",

@@ -40,15 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ficklenet.choices import Choice
-
-
-class Dropout(Choice):
-    """``fickle``: centre-preserving spatial dropout on the expanded map (FickleNet);
-    ``general``: plain dropout on the feature map (the Table 5 baseline)."""
-
-    fickle = "fickle"
-    general = "general"
+from ficklenet.choices import Dropout
 
 
 def check_rate(p: float, key: str = "p") -> float:
