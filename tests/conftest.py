@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from ficklenet.config import conf_dir, register_schemas
 from ficklenet.config.experiments import expand_experiment
-from ficklenet.data.classes import save_index_png
+from ficklenet.data.classes import IGNORE_INDEX, save_index_png
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCReader
 
@@ -91,8 +91,8 @@ def eroded_seeds(mask: np.ndarray, rng: np.random.Generator, radius: int = 1) ->
     for dy in range(size):
         for dx in range(size):
             keep &= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] == mask
-    seeds = np.where(keep, mask, 255).astype(np.uint8)
-    seeds[rng.random(mask.shape) < 0.5] = 255
+    seeds = np.where(keep, mask, IGNORE_INDEX).astype(np.uint8)
+    seeds[rng.random(mask.shape) < 0.5] = IGNORE_INDEX
     return seeds
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from ficklenet.data.classes import IGNORE_INDEX as U
 from ficklenet.geometry import grid_to_image
 from ficklenet.localization import (
     cam_labels,
@@ -12,8 +13,6 @@ from ficklenet.localization import (
     make_seeds,
     normalize_maps,
 )
-
-U = 255
 
 # Two classes on a 1×6 strip. Class 3 is already max-normalised; class 7 is not
 # (max 1.2): normalised it reads [0, 0, .25, .0167, .0333, 1].

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ficklenet.data.classes import IGNORE_INDEX as U
 from ficklenet.dsrg.growing import grow
 from ficklenet.reference import grow_reference
 from tests.conftest import gpu_only
 
-U = 255
 # (background, class 1, class 2, class 3); class 2 is absent from the image.
 DEFAULT = (0.5, 0.2, 0.1, 0.2)  # nothing confident
 C1 = {

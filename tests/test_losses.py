@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
+from ficklenet.data.classes import IGNORE_INDEX as U
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
-
-U = 255
 
 
 def probs_to_log(pixels: list[list[list[float]]]) -> torch.Tensor:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ficklenet.data.classes import IGNORE_INDEX as I
 from ficklenet.metrics import (
     ConfusionMIoU,
     confusion_matrix,
@@ -16,7 +17,6 @@ from ficklenet.metrics import (
     seed_scores_from_counts,
 )
 
-I = 255
 TARGET = np.array([[0, 0, 0], [1, 1, I], [2, 2, 1]])
 PRED = np.array([[0, 1, 0], [1, 1, 2], [2, 0, 1]])  # the 2 at the void pixel is not counted
 # Four classes; class 3 is in neither prediction nor truth.
@@ -104,3 +104,22 @@ def test_torchmetric_matches_miou_and_merges_like_ddp() -> None:
     second.update(pred[1:], torch.from_numpy(true[1:]))
     first.merge_state(second)
     assert first.compute().item() == pytest.approx(expected)
+
+
+def test_void_is_255_defined_once() -> None:
+    """255 (void truth, unlabelled seeds) has one definition, in ficklenet.data.classes;
+    the metrics, the losses, the growing and the seed writer use that one."""
+    from pathlib import Path
+
+    import ficklenet
+
+    assert I == 255
+    src = Path(ficklenet.__file__).parent
+    defining = [
+        str(path.relative_to(src))
+        for path in sorted(src.rglob("*.py"))
+        for line in path.read_text().splitlines()
+        if line.replace(" ", "").split(":")[0].split("=")[0].isupper()
+        and line.replace(" ", "").rstrip().endswith("=255")
+    ]
+    assert defining == ["data/classes.py"]

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import TRAIN_CRF, dense_crf_batch, shutdown_pools
 from ficklenet.dsrg.growing import grow
 from ficklenet.reference import grow_reference
@@ -54,7 +55,7 @@ def make_batch(
     best = logits.masked_fill(~present[:, :, None, None], float("-inf"))
     top2 = best.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
-    seeds = torch.full((batch, size, size), 255, dtype=torch.long)
+    seeds = torch.full((batch, size, size), IGNORE_INDEX, dtype=torch.long)
     for i in range(batch):
         fraction = 0.2 + 0.2 * float(torch.rand(1, generator=g))
         cut = torch.quantile(margin[i].flatten(), 1 - fraction)
@@ -99,11 +100,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     probs, seeds, present = make_batch(args.batch, args.classes, args.size, seed=0)
-    labelled = (seeds != 255).float().mean().item()
+    labelled = (seeds != IGNORE_INDEX).float().mean().item()
     out = grow(probs.to(args.device), seeds.to(args.device), present.to(args.device)).cpu()
     ref = torch.from_numpy(grow_reference(probs, seeds, present))
     assert torch.equal(out, ref), "grow and grow_reference disagree"
-    grown = (out != 255).float().mean().item()
+    grown = (out != IGNORE_INDEX).float().mean().item()
     print(
         f"batch {args.batch}×{args.size}×{args.size}, {args.classes} classes, "
         f"device {args.device}, torch threads {torch.get_num_threads()}: "

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from ficklenet.config import conf_dir, register_schemas
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import shutdown_pools
 from ficklenet.lit.segmenter import DSRGSegmenter
 
@@ -47,7 +48,7 @@ def make_batch(batch: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(batch, 3, 6, 6, generator=g) * 2 - 1
     images = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    targets = torch.full((batch, size, size), 255, dtype=torch.long)
+    targets = torch.full((batch, size, size), IGNORE_INDEX, dtype=torch.long)
     labels = torch.zeros(batch, 20)
     for i in range(batch):
         for _ in range(int(torch.randint(1, 4, (1,), generator=g))):

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from ficklenet.config.schema import LocalizeOptions
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import shutdown_pools
 from ficklenet.geometry import grid_to_image
 from ficklenet.lit.classifier import FickleClassifier
@@ -203,7 +204,7 @@ def bench_training(
     batch = images(size["batch"], size["crop"], device)
     labels = torch.zeros(size["batch"], 20, device=device)
     labels[:, [3, 11]] = 1
-    targets = torch.full((size["batch"], size["crop"], size["crop"]), 255, device=device)
+    targets = torch.full((size["batch"], size["crop"], size["crop"]), IGNORE_INDEX, device=device)
     targets[:, : size["crop"] // 4] = 0
     targets[:, size["crop"] // 2 :, size["crop"] // 2 :] = 4
     cls = FickleClassifier(_compose("classify", size), load_pretrained=False).to(device).train()

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-IGNORE_INDEX = 255
+from ficklenet.data.classes import IGNORE_INDEX
 
 ArrayLike = np.ndarray | Tensor
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ficklenet.dsrg.growing import UNLABELLED
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.models.fickle import FickleHead
 
 __all__ = ["fickle_head_literal", "grow_reference"]
@@ -87,7 +87,7 @@ def grow_reference(
                 visited[y, x] = True
             while queue:
                 y, x = queue.popleft()
-                if seeds[i, y, x] == UNLABELLED:
+                if seeds[i, y, x] == IGNORE_INDEX:
                     out[i, y, x] = c
                 for dy in (-1, 0, 1):
                     for dx in (-1, 0, 1):

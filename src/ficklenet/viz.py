@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ficklenet.data.classes import colorize
+from ficklenet.data.classes import IGNORE_INDEX, colorize
 from ficklenet.files import atomic_path
 
 
@@ -31,7 +31,7 @@ def blend(image: np.ndarray, overlay: np.ndarray, alpha: float = 0.5) -> np.ndar
 def label_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Palette-coloured labels over the image; 255 (unlabelled/void) shows the image."""
     out = blend(image, colorize(labels), alpha)
-    void = labels == 255
+    void = labels == IGNORE_INDEX
     out[void] = image[void]
     return out
 

@@ -50,7 +50,8 @@ CLASS_NAMES: tuple[str, ...] = ("background", *VOC_CLASSES)
 #: Number of foreground classes (length of an image-level label vector).
 NUM_CLASSES: int = 20
 
-#: Label value of void / unlabelled pixels in masks and seeds.
+#: Label value of void / unlabelled pixels in masks and seeds: the one definition of
+#: 255 (every loss, metric, seed writer and reader imports it from here).
 IGNORE_INDEX: int = 255
 
 #: Object name (as written in VOC XML) -> label index 1..20.

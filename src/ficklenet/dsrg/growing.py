@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-UNLABELLED = 255
+from ficklenet.data.classes import IGNORE_INDEX
 
 # Steps of propagation between two convergence checks: a check synchronises a CUDA
 # stream, and extra steps after convergence change nothing.
@@ -133,5 +133,5 @@ def grow(
     grown_any = reached.any(dim=1)
     channel = reached.to(torch.uint8).argmax(dim=1)
     grown_class = torch.gather(classes, 1, channel.flatten(1)).view(b, h, w)
-    grown = torch.where(grown_any, grown_class, torch.full_like(seeds, UNLABELLED))
-    return torch.where(seeds != UNLABELLED, seeds, grown)
+    grown = torch.where(grown_any, grown_class, torch.full_like(seeds, IGNORE_INDEX))
+    return torch.where(seeds != IGNORE_INDEX, seeds, grown)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-UNLABELLED = 255
+from ficklenet.data.classes import IGNORE_INDEX
 
 
 def floored_softmax(logits: Tensor, min_prob: float = 1e-4, dim: int = 1) -> Tensor:
@@ -39,7 +39,9 @@ def floored_softmax(logits: Tensor, min_prob: float = 1e-4, dim: int = 1) -> Ten
     return probs / probs.sum(dim=dim, keepdim=True)
 
 
-def balanced_seed_loss(log_probs: Tensor, seeds: Tensor, ignore_index: int = UNLABELLED) -> Tensor:
+def balanced_seed_loss(
+    log_probs: Tensor, seeds: Tensor, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
     """DSRG's balanced seeding loss.
 
     Args:

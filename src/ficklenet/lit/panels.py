@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from ficklenet.data.classes import CLASS_NAMES, VOC_CLASSES
+from ficklenet.data.classes import CLASS_NAMES, IGNORE_INDEX, VOC_CLASSES
 from ficklenet.data.transforms import denormalize
 from ficklenet.geometry import grid_to_image
 from ficklenet.viz import label_overlay, map_overlay, side_by_side
@@ -133,5 +133,5 @@ def segmentation_panels(
 
 
 def _names(labels: np.ndarray) -> str:
-    values = [int(v) for v in np.unique(labels) if v != 255 and 0 < v < len(CLASS_NAMES)]
+    values = [int(v) for v in np.unique(labels) if v != IGNORE_INDEX and 0 < v < len(CLASS_NAMES)]
     return ", ".join(CLASS_NAMES[v] for v in values) or "background"

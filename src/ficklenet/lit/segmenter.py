@@ -218,8 +218,10 @@ class DSRGSegmenter(pl.LightningModule):
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         self.log("train/seed_loss", out.seed_loss, batch_size=n)
         self.log("train/boundary_loss", out.boundary_loss, batch_size=n)
-        self.log("train/seeded_fraction", (out.grown != 255).float().mean(), batch_size=n)
-        self.log("train/raw_seeded_fraction", (out.seeds != 255).float().mean(), batch_size=n)
+        self.log("train/seeded_fraction", (out.grown != IGNORE_INDEX).float().mean(), batch_size=n)
+        self.log(
+            "train/raw_seeded_fraction", (out.seeds != IGNORE_INDEX).float().mean(), batch_size=n
+        )
         self.log("perf/crf_seconds", self.crf_seconds, batch_size=n)
         return out.loss
 

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.localization.aggregation import normalize_maps
 
-UNLABELLED = 255
 FG_THRESHOLD = 0.2
 BG_THRESHOLD = 0.05
 SALIENCY_THRESHOLD = 0.1
@@ -45,7 +45,6 @@ __all__ = [
     "BG_THRESHOLD",
     "FG_THRESHOLD",
     "SALIENCY_THRESHOLD",
-    "UNLABELLED",
     "cam_labels",
     "make_seeds",
 ]
@@ -61,7 +60,7 @@ def _scores(
         raise ValueError(f"maps must be (K, h, w), got {tuple(m.shape)}")
     if m.shape[0] != len(classes):
         raise ValueError(f"{m.shape[0]} maps but {len(classes)} classes")
-    bad = [c for c in classes if not 1 <= int(c) < UNLABELLED]
+    bad = [c for c in classes if not 1 <= int(c) < IGNORE_INDEX]
     if bad:
         raise ValueError(f"classes must be palette labels 1..254 (head output + 1), got {bad}")
     if image_shape is not None and tuple(image_shape) != tuple(m.shape[1:]):
@@ -113,7 +112,7 @@ def make_seeds(
     claims = fg.sum(0) + bg
     labels = torch.as_tensor([int(c) for c in classes], dtype=torch.int64)
     single_fg = labels[fg.to(torch.int64).argmax(0)] if k else torch.zeros(h, w, dtype=torch.int64)
-    seeds = torch.full((h, w), UNLABELLED, dtype=torch.int64)
+    seeds = torch.full((h, w), IGNORE_INDEX, dtype=torch.int64)
     one = claims == 1
     seeds[one] = torch.where(bg, 0, single_fg)[one]
     return seeds.numpy().astype(np.uint8)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datamodule import loader_kwargs, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform
@@ -76,7 +77,7 @@ def score_on_split(
     for batch in loader:
         images = batch["image"].to(device)
         gt = batch["target"]
-        seeds = torch.full_like(gt, 255)
+        seeds = torch.full_like(gt, IGNORE_INDEX)
         for i, image_id in enumerate(batch["id"]):
             h, w = (int(v) for v in batch["size"][i])
             seeds[i, :h, :w] = torch.from_numpy(read_label_png(seed_dir / f"{image_id}.png").copy())
@@ -93,7 +94,7 @@ def score_on_split(
             model.cfg.segmenter.grow_bg_prob,
         ).cpu()
         grown = grid_to_image(grown_grid, gt.shape[-2:], stride, mode="nearest")
-        grown = torch.where(seeds != 255, seeds, grown)
+        grown = torch.where(seeds != IGNORE_INDEX, seeds, grown)
         pred = grid_to_image(logits, gt.shape[-2:], stride).argmax(dim=1).cpu()
         for i in range(len(gt)):
             h, w = (int(v) for v in batch["size"][i])
