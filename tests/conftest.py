@@ -10,11 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from ficklenet.config import conf_dir, register_schemas
-from ficklenet.config.experiments import expand_experiment
+from ficklenet.config import compose_app
 from ficklenet.data.classes import IGNORE_INDEX, save_index_png
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCReader
@@ -62,12 +59,8 @@ def gpu_only(test):
 
 def compose_config(config_name: str, overrides: list[str] | None = None):
     """Compose ``conf/<config_name>.yaml`` with overrides, as the app would
-    (``experiment=NAME`` expanded for that app first)."""
-    register_schemas()
-    GlobalHydra.instance().clear()
-    overrides = expand_experiment(config_name, overrides or [])
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+    (:func:`ficklenet.config.compose_app`)."""
+    return compose_app(config_name, overrides or [])
 
 
 def small_toy_overrides(root: Path) -> list[str]:

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from ficklenet.config import conf_dir
+from ficklenet.config import compose_app, conf_dir
 from ficklenet.config.experiments import load_experiment
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.models.backbones import BackboneWeightsError
@@ -129,19 +129,11 @@ def test_pretrained_without_weights_says_where_to_put_the_file(tmp_path, monkeyp
 
 def test_slurm_launcher_config_composes():
     """hydra/launcher=slurm_ddp resolves to the submitit plugin with DDP-sized tasks."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ficklenet.config import register_schemas
-
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "classify",
-            ["hydra/launcher=slurm_ddp", "hydra.launcher.partition=gpu", "trainer=ddp"],
-            return_hydra_config=True,
-        )
+    cfg = compose_app(
+        "classify",
+        ["hydra/launcher=slurm_ddp", "hydra.launcher.partition=gpu", "trainer=ddp"],
+        return_hydra_config=True,
+    )
     launcher = cfg.hydra.launcher
     assert "submitit" in launcher._target_ and launcher.partition == "gpu"
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4

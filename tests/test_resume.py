@@ -196,17 +196,11 @@ def test_a_sweep_folder_round_trips_as_a_checkpoint_override(app, tmp_path):
     """Whatever the sweep's overrides, its job folders are paths that can be passed
     back as an override value (no '=' or ',' in them): the folders come from one
     place, conf/hydra/ficklenet.yaml, for every app."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ficklenet.config import conf_dir, register_schemas
+    from ficklenet.config import compose_app
     from ficklenet.config.sweeps import pin_sweep_dir
 
     argv = pin_sweep_dir(["-m", "segment.segmenter.grow_fg_prob=0.8,0.9", "data.root=/a=b"], app)
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        hydra_cfg = compose(app, [argv[-1]], return_hydra_config=True).hydra
+    hydra_cfg = compose_app(app, [argv[-1]], return_hydra_config=True).hydra
     hydra_cfg.job.num = 1
     job_dir = f"{hydra_cfg.sweep.dir}/{hydra_cfg.sweep.subdir}"
     ckpt = str(tmp_path / job_dir / "segment" / "checkpoints" / "last.ckpt")

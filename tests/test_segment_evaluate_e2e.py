@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config import compose_app
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCReader
 from ficklenet.files import read_json
@@ -32,9 +31,7 @@ def toy_with_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 def compose_cfg(name: str, *overrides: str):
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+    return compose_app(name, overrides)
 
 
 def test_segment_then_evaluate(toy_with_seeds: tuple[Path, Path], tmp_path: Path) -> None:

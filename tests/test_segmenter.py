@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.config import compose_app
 from ficklenet.data.classes import save_index_png
 from ficklenet.data.datamodule import (
     SegmentationDataModule,
@@ -33,9 +32,7 @@ from ficklenet.tasks.segment import validate_segment
 
 
 def compose_segment(*overrides: str) -> DictConfig:
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("segment", overrides=["seeds=unused", *overrides])
+    return compose_app("segment", ["seeds=unused", *overrides])
 
 
 def backbone_cfg(name: str) -> DictConfig:

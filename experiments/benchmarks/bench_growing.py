@@ -23,13 +23,11 @@ time slice, and timings swing by 100×).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ficklenet.analysis.timing import median_seconds
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import TRAIN_CRF, dense_crf_batch, shutdown_pools
 from ficklenet.dsrg.growing import grow
@@ -66,20 +64,6 @@ def make_batch(
     return probs, seeds, present
 
 
-def median_time(fn: Callable[[], object], repeats: int, sync: bool = False) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=20)
@@ -112,8 +96,8 @@ def main() -> None:
     )
 
     dev = (probs.to(args.device), seeds.to(args.device), present.to(args.device))
-    t_grow = median_time(lambda: grow(*dev), args.repeats, sync=args.device.startswith("cuda"))
-    t_ref = median_time(lambda: grow_reference(probs, seeds, present), args.repeats)
+    t_grow = median_seconds(lambda: grow(*dev), args.repeats, device=args.device)
+    t_ref = median_seconds(lambda: grow_reference(probs, seeds, present), args.repeats)
     print(f"grow            {t_grow * 1e3:9.2f} ms")
     print(f"grow_reference  {t_ref * 1e3:9.2f} ms")
     print(f"speed-up        {t_ref / t_grow:9.1f}×")
@@ -124,10 +108,10 @@ def main() -> None:
         fields = F.interpolate(colours, size=(args.size, args.size), mode="bilinear")
         images = (fields * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
         crf_probs = probs.numpy()
-        t_serial = median_time(
+        t_serial = median_seconds(
             lambda: dense_crf_batch(images, crf_probs, TRAIN_CRF, workers=0), args.repeats
         )
-        t_parallel = median_time(
+        t_parallel = median_seconds(
             lambda: dense_crf_batch(images, crf_probs, TRAIN_CRF, workers=args.workers),
             args.repeats,
         )

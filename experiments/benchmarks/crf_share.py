@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.analysis.timing import median_seconds
+from ficklenet.config import compose_app
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import shutdown_pools
 from ficklenet.lit.segmenter import DSRGSegmenter
@@ -86,9 +85,7 @@ def main() -> None:
     ]
     if args.setting == "paper":
         overrides += ["data.crop_size=321", "data.batch_size=20"]
-    register_schemas()
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        cfg = compose("segment", overrides=overrides)
+    cfg = compose_app("segment", overrides)
     device = torch.device(args.device)
     model = DSRGSegmenter(cfg).to(device).train()
     batch = {
@@ -97,20 +94,21 @@ def main() -> None:
     }
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
-    steps, crfs = [], []
-    for i in range(args.steps + 1):
-        start = time.perf_counter()
+    outs, crfs = [], []
+
+    def train_step() -> None:
         out = model.dsrg_step(batch["image"], batch["target"], batch["labels"])
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i > 0:  # the first step warms up (and starts the CRF pool)
-            steps.append(time.perf_counter() - start)
-            crfs.append(model.crf_seconds)
+        outs[:] = [out]
+        crfs.append(model.crf_seconds)
+
+    # The first step warms up (and starts the CRF pool); its CRF time is left out too.
+    step = median_seconds(train_step, args.steps, device)
+    crf = statistics.median(crfs[1:])
+    out = outs[0]
     shutdown_pools()
-    step, crf = statistics.median(steps), statistics.median(crfs)
     h, w = out.logits.shape[-2:]
     print(
         f"setting {args.setting}: backbone {args.backbone}, batch {len(out.logits)} at "

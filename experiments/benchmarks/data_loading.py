@@ -60,28 +60,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.config import conf_dir, register_schemas
+from ficklenet.analysis.timing import synchronize
+from ficklenet.config import compose_app
 from ficklenet.data.datamodule import VOCDataModule, loader_kwargs
 from ficklenet.data.toy import is_toy_voc, write_toy_voc
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.optim import build_optimizer
-
-
-def compose_classify(overrides: list[str]) -> DictConfig:
-    """``conf/classify.yaml`` with ``overrides``, composed as the app would."""
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose(config_name="classify", overrides=overrides)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Trainer:
@@ -107,7 +93,7 @@ class _Trainer:
         non_blocking = device.type == "cuda"
         steps = images = 0
         wait = 0.0
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         it = iter(batches)
         while max_steps is None or steps < max_steps:
@@ -125,7 +111,7 @@ class _Trainer:
             self.optimizer.step()
             steps += 1
             images += len(x)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         if steps:
             self.last_loss = float(loss.detach())
@@ -277,7 +263,7 @@ def measure(
 ) -> dict[str, Any]:
     """All rows on one model: the result dict :func:`main` returns."""
     torch.manual_seed(args.seed)
-    base = compose_classify(_overrides(args, root, 0))
+    base = compose_app("classify", _overrides(args, root, 0))
     trainer = _Trainer(base, device)
 
     # The in-memory batches: the timed epochs' batches, collated and pinned as the loader does.
@@ -293,7 +279,7 @@ def measure(
 
     rows = []
     for workers in args.workers:
-        cfg = compose_classify(_overrides(args, root, workers))
+        cfg = compose_app("classify", _overrides(args, root, workers))
         dm = VOCDataModule(cfg.data, rng_seed=args.seed)
         dm.setup("fit")
         loader = dm.train_dataloader()

@@ -53,29 +53,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from ficklenet.analysis.timing import median_seconds
 from ficklenet.localization import sample_maps
 from ficklenet.models.backbones import build_backbone
 from ficklenet.models.fickle import FickleHead
-
-
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
-    """Median wall time of ``repeats`` calls, device work included."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -113,17 +97,16 @@ def main() -> None:
 
     # (a) backbone forward
     with torch.no_grad():
-        x = backbone(image)
-        t_backbone = _timed(lambda: backbone(image), device, args.repeats)
+        x = backbone(image)  # also the warm-up
+        t_backbone = median_seconds(lambda: backbone(image), args.repeats, device, warmup=0)
 
     # (b) ours: the stochastic part from the feature map
     def ours() -> None:
         gen.manual_seed(1)
         sample_maps(head, x, classes, args.n, gen, args.formula, chunk=args.chunk)
 
-    with torch.no_grad():
-        ours()  # warm-up: one-off allocations, alias table
-        t_ours = _timed(ours, device, args.repeats)
+    with torch.no_grad():  # one warm-up call: one-off allocations, alias table
+        t_ours = median_seconds(ours, args.repeats, device)
 
     # (c) literal: backbone + head forward, one backward per class, per pass
     def literal_pass(feats: torch.Tensor | None) -> None:
@@ -137,10 +120,15 @@ def main() -> None:
             (grad,) = torch.autograd.grad(scores[0, c], leaf, retain_graph=True)
             (grad * leaf).sum(1).clamp_min(0)
 
-    literal_pass(None)  # warm-up
-    t_literal_k = _timed(lambda: [literal_pass(None) for _ in range(literal_passes)], device)
+    # One pass warms up (c) and (d); each is then timed once (literal_passes passes).
+    literal_pass(None)
+    t_literal_k = median_seconds(
+        lambda: [literal_pass(None) for _ in range(literal_passes)], 1, device, warmup=0
+    )
     t_literal = t_literal_k / literal_passes * args.n
-    t_head_k = _timed(lambda: [literal_pass(x) for _ in range(literal_passes)], device)
+    t_head_k = median_seconds(
+        lambda: [literal_pass(x) for _ in range(literal_passes)], 1, device, warmup=0
+    )
     t_head = t_head_k / literal_passes * args.n
 
     _, c, h, w = x.shape

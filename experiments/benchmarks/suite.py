@@ -36,9 +36,7 @@ import argparse
 import importlib.util
 import json
 import resource
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from ficklenet.analysis.timing import median_seconds
+from ficklenet.config import compose_app
 from ficklenet.config.schema import LocalizeOptions
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.dsrg.crf import shutdown_pools
@@ -59,24 +59,6 @@ SIZES: dict[str, dict[str, Any]] = {
     "voc": dict(backbone="vgg16", crop=321, s=9, n=200, batch=20, images=8),
     "small": dict(backbone="small", crop=96, s=3, n=20, batch=8, images=4),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -97,13 +79,6 @@ def mixed_dtype(device: torch.device) -> torch.dtype:
 
 
 def _compose(stage: str, size: dict[str, Any], extra: list[str] | None = None) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ficklenet.config import conf_dir, register_schemas
-
-    register_schemas()
-    GlobalHydra.instance().clear()
     overrides = [
         f"backbone={size['backbone']}",
         "backbone.pretrained=false",
@@ -112,9 +87,7 @@ def _compose(stage: str, size: dict[str, Any], extra: list[str] | None = None) -
         else f"data.crop_size={size['crop']}",
         *(extra or []),
     ]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name=stage, overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(compose_app(stage, overrides), resolve=True)
 
 
 def images(batch: int, crop: int, device: torch.device) -> torch.Tensor:
@@ -166,7 +139,7 @@ def bench_localization(size: dict[str, Any], device: torch.device, repeats: int)
                 grid_to_image(m, tuple(batch.shape[2:]), stride).cpu()
 
         reset_peak(device)
-        cam_rate = add("one-pass CAM", precision, timed(cam, device, repeats), None)
+        cam_rate = add("one-pass CAM", precision, median_seconds(cam, repeats, device), None)
         for formula in ("gradcam", "grad_x_act"):
             loc = _localizer(size, device, formula)
 
@@ -176,7 +149,12 @@ def bench_localization(size: dict[str, Any], device: torch.device, repeats: int)
                     loc.group_maps(list(batch), ids, classes)
 
             reset_peak(device)
-            add(f"N={size['n']} {formula}", precision, timed(maps, device, repeats), cam_rate)
+            add(
+                f"N={size['n']} {formula}",
+                precision,
+                median_seconds(maps, repeats, device),
+                cam_rate,
+            )
     return rows
 
 
@@ -229,7 +207,7 @@ def bench_training(
         for label, dtype in (("float32", None), ("mixed", mixed_dtype(device))):
             run = _train_step(model, step, dtype, device)
             reset_peak(device)
-            seconds = timed(run, device, repeats)
+            seconds = median_seconds(run, repeats, device)
             row = {
                 "figure": f"{name}, {label}" + (f" ({dtype})" if dtype else ""),
                 "step_s": seconds,

@@ -5,9 +5,10 @@
 
 For every (fg, bg) pair the seeds of each run's stored maps (``maps/<id>.npz``) are
 remade with :func:`ficklenet.localization.make_seeds` on the ids of ``--split`` that
-have ground truth, and scored two ways: the seed mIoU over labelled pixels (what
-``ficklenet-localize`` reports), and the *coverage-aware* seed mIoU in which an
-unlabelled pixel counts as a miss of its true class. The first rises as seeds get
+have ground truth, and scored two ways by :mod:`ficklenet.metrics`: the seed mIoU
+over labelled pixels (what ``ficklenet-localize`` reports), and the *coverage-aware*
+seed mIoU (:func:`~ficklenet.metrics.coverage_miou`) in which an unlabelled pixel
+counts as a miss of its true class. The first rises as seeds get
 fewer and surer; the second also asks for coverage, which DSRG needs to grow from,
 so it is the criterion: the pair with the best coverage-aware mIoU averaged over the
 given runs is printed (and written to ``--json``). Give runs of different
@@ -24,32 +25,19 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.data.voc import VOCReader
 from ficklenet.localization import make_seeds
 from ficklenet.localization.quality import load_maps
-from ficklenet.metrics import confusion_matrix, miou_from_confusion
+from ficklenet.metrics import (
+    confusion_matrix,
+    coverage_miou,
+    covered_confusion,
+    miou_from_confusion,
+)
 
-UNLABELLED = 255
-
-
-def covered_confusion(seeds: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(21, 22) confusion, rows = truth, columns = seed label; column 21 holds the
-    unlabelled seed pixels, which are misses of their true class."""
-    pred = np.where(seeds == UNLABELLED, 21, seeds).astype(np.int64)
-    keep = truth != UNLABELLED
-    cm = np.bincount(22 * truth[keep].astype(np.int64) + pred[keep], minlength=21 * 22)
-    return cm.reshape(21, 22)
-
-
-def miou_with_misses(cm: np.ndarray) -> float:
-    """mIoU of a (21, 22) confusion: IoU_c = TP / (TP + FP + FN), FN including the
-    unlabelled pixels of class c; classes absent from truth and seeds are left out."""
-    tp = np.diag(cm[:, :21]).astype(np.float64)
-    fn = cm.sum(1) - tp
-    fp = cm[:, :21].sum(0) - tp
-    union = tp + fn + fp
-    present = union > 0
-    return float((tp[present] / union[present]).mean())
+#: Background and the VOC object classes.
+K = NUM_CLASSES + 1
 
 
 def score(runs: list[Path], split: str, fg: float, bg: float) -> tuple[float, float]:
@@ -58,8 +46,8 @@ def score(runs: list[Path], split: str, fg: float, bg: float) -> tuple[float, fl
     for run in runs:
         cfg_root = OmegaConf.load(run / "config.yaml").data.root
         reader = VOCReader(cfg_root, split)
-        cm_l = np.zeros((21, 21), np.int64)
-        cm_c = np.zeros((21, 22), np.int64)
+        cm_l = np.zeros((K, K), np.int64)
+        cm_c = np.zeros((K, K + 1), np.int64)
         for image_id in reader.ids:
             if not reader.has_mask(image_id):
                 continue
@@ -69,10 +57,10 @@ def score(runs: list[Path], split: str, fg: float, bg: float) -> tuple[float, fl
             maps, classes = load_maps(path)
             truth = reader.mask(image_id)
             seeds = make_seeds(maps, classes, fg_threshold=fg, bg_threshold=bg)
-            cm_l += confusion_matrix(seeds, truth)
-            cm_c += covered_confusion(seeds, truth)
+            cm_l += confusion_matrix(seeds, truth, K)
+            cm_c += covered_confusion(seeds, truth, K)
         labelled.append(miou_from_confusion(cm_l)[0])
-        covered.append(miou_with_misses(cm_c))
+        covered.append(coverage_miou(cm_c))
     return float(np.mean(labelled)), float(np.mean(covered))
 
 

@@ -1,11 +1,15 @@
-"""Where the Hydra configs live and how a stage validates its config."""
+"""Where the Hydra configs live, how a stage validates its config, and composing it
+as an app would (:func:`compose_app`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from ficklenet.config.schema import register_schemas
+from omegaconf import DictConfig
+
+from ficklenet.config.stages import register_schemas
 
 
 def conf_dir() -> Path:
@@ -32,8 +36,40 @@ def config_search_path() -> str:
     return "pkg://ficklenet.conf" if path == _PACKAGED_CONF else str(path)
 
 
+def compose_app(
+    app: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False
+) -> DictConfig:
+    """The config ``ficklenet-<app>`` would run with, given ``overrides`` on its
+    command line: ``conf/<app>.yaml`` from :func:`conf_dir`, checked against the
+    app's typed schema (:func:`register_schemas`), under Hydra's ``version_base``
+    1.3, with ``experiment=NAME`` first replaced by that experiment's overrides for
+    the app (:func:`ficklenet.config.experiments.expand_experiment`), as every app
+    built by :func:`ficklenet.tasks.entry_point.stage_main` does.
+
+    For benchmarks, studies, notebooks and tests that build a stage's modules from
+    its real config without running the app. Hydra's own ``hydra`` node is left out
+    unless ``return_hydra_config``; Hydra options (``-m``, ``--cfg``) are not
+    accepted. A Hydra already initialised in this process (a running app) is set
+    aside while composing and put back afterwards.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ficklenet.config.experiments import expand_experiment
+
+    register_schemas()
+    argv = expand_experiment(app, list(overrides))
+    outer = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return compose(config_name=app, overrides=argv, return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().hydra = outer
+
+
 _REPO_CONF = Path(__file__).resolve().parents[3] / "conf"
 _PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-__all__ = ["conf_dir", "config_search_path", "register_schemas"]
+__all__ = ["compose_app", "conf_dir", "config_search_path", "register_schemas"]
