@@ -14,6 +14,7 @@ import torch
 
 from ficklenet.data.voc import VOCReader
 from ficklenet.geometry import grid_to_image, image_to_grid, resize, scaled_size
+from ficklenet.inference import predict_probs
 from ficklenet.localization import combine_scales, make_seeds
 from ficklenet.metrics import (
     confusion_counts,
@@ -21,7 +22,6 @@ from ficklenet.metrics import (
     seed_counts,
     seed_scores_from_counts,
 )
-from ficklenet.tasks.evaluate import predict_probs
 
 STRIDE = 8
 

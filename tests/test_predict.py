@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ficklenet import inference
 from ficklenet.data.voc import VOCDataError, VOCReader
 from ficklenet.tasks.evaluate import run_evaluate
 from ficklenet.tasks.predict import run_predict
@@ -80,6 +81,40 @@ def test_predictions_equal_evaluate_on_the_same_images(segmenter, toy_root, tmp_
         ],
     )
     run_evaluate(cfg, tmp_path / "eval")
+    # predict's CRF ran in its pool of processes, evaluate's inline: the same pixels
+    for image_id in VOCReader(toy_root, "val").ids:
+        a = np.asarray(Image.open(tmp_path / "pred" / "predictions" / f"{image_id}.png"))
+        b = np.asarray(Image.open(tmp_path / "eval" / "predictions" / f"{image_id}.png"))
+        assert np.array_equal(a, b), image_id
+
+
+def test_evaluate_and_predict_call_the_one_inference(segmenter, toy_root, tmp_path, monkeypatch):
+    """Both stages load the segmenter, compute the multi-scale probabilities and
+    hand each image to the test-time CRF through ficklenet.inference, nothing else."""
+    calls: list[str] = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("load_segmenter", "on_device", "image_probs"):
+        monkeypatch.setattr(inference, name, spy(name, getattr(inference, name)))
+    monkeypatch.setattr(inference.TestCRF, "submit", spy("crf", inference.TestCRF.submit))
+    n = len(VOCReader(toy_root, "val").ids)
+    base = [f"segmenter.ckpt={segmenter}", "progress=false", "scales=[0.75,1.0]", "flip=true"]
+    run_evaluate(
+        compose_config("evaluate", [*base, "num_workers=0", "overlays=0", "batch_size=5"]),
+        tmp_path / "eval",
+    )
+    assert n % 5 == 0
+    # batches of five images: one call for their probabilities, then each to the CRF
+    assert calls == ["load_segmenter", "on_device", *(["image_probs"] + ["crf"] * 5) * (n // 5)]
+    calls.clear()
+    predict(segmenter, tmp_path / "pred", "input=val", *base[2:])
+    assert calls == ["load_segmenter", "on_device", *["image_probs", "crf"] * n]  # one by one
     for image_id in VOCReader(toy_root, "val").ids:
         a = np.asarray(Image.open(tmp_path / "pred" / "predictions" / f"{image_id}.png"))
         b = np.asarray(Image.open(tmp_path / "eval" / "predictions" / f"{image_id}.png"))

@@ -1,12 +1,14 @@
 """``ficklenet-evaluate``: pipeline stage 4, mIoU of a trained segmenter.
 
 Follows DSRG's test procedure (Huang et al., CVPR 2018; official
-``training/tools/test-ms.py``; docs/method.md, "Test"): the logits at each
-scale in ``scales`` (and of the flipped image with ``flip=true``) are upsampled to
-the image and summed, a softmax gives the probabilities, and with ``crf=true`` a
-dense CRF with the official test parameters (:data:`ficklenet.dsrg.crf.TEST_CRF`)
-refines them on the full-resolution image, in ``crf_workers`` processes while the
-network works on the next batch. One confusion matrix per variant
+``training/tools/test-ms.py``; docs/method.md, "Test") through
+:mod:`ficklenet.inference`, the inference ``ficklenet-predict`` shares: the logits
+at each scale in ``scales`` (and of the flipped image with ``flip=true``) are
+upsampled to the image and summed, a softmax gives the probabilities, and with
+``crf=true`` a dense CRF with the official test parameters
+(:data:`ficklenet.dsrg.crf.TEST_CRF`) refines them on the full-resolution image, in
+``crf_workers`` processes while the network works on the next batch. One confusion
+matrix per variant
 (:mod:`ficklenet.metrics`: 255 ignored, classes absent from truth and prediction
 left out of the mean).
 
@@ -20,13 +22,8 @@ first ``overlays`` images. Returns ``miou``.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +34,19 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ficklenet import inference
 from ficklenet.data.classes import CLASS_NAMES, save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
-from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.files import atomic_path, write_json
-from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
-from ficklenet.lit.processes import launch_fabric, speed_up
+from ficklenet.lit.processes import launch_fabric
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir, run_name
-from ficklenet.tasks.run_record import DependsOn, file_digest, open_run
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
 from ficklenet.viz import label_overlay, save_panel
 
 log = logging.getLogger(__name__)
@@ -70,40 +66,11 @@ def validate_evaluate(cfg: DictConfig) -> None:
         raise ValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
 
 
-def segmenter_input(cfg: DictConfig) -> dict[str, Any]:
-    """The segmenter checkpoint the predictions come from: its path and fingerprint."""
-    ckpt = Path(cfg.segmenter.ckpt)
-    return {"segmenter_ckpt": str(ckpt.resolve()), "segmenter_sha256": file_digest(ckpt)}
-
-
 # Predictions depend on every setting but where and how the work is spread, and on
 # the segmenter's checkpoint (ficklenet.tasks.run_record).
 SEGMENTER_INPUT = DependsOn(
-    inputs=segmenter_input, outputs=("predictions", "overlays", "metrics.json")
+    inputs=checkpoint_input("segmenter"), outputs=("predictions", "overlays", "metrics.json")
 )
-
-
-@torch.no_grad()
-def predict_probs(
-    model: DSRGSegmenter, images: torch.Tensor, scales: Sequence[float], flip: bool
-) -> torch.Tensor:
-    """Softmax of the summed logits over ``scales`` (and flips), at the input size.
-
-    ``images``: normalised (B, 3, H, W); returns float32 (B, K, H, W).
-    """
-    size = tuple(images.shape[-2:])
-    stride = model.output_stride
-    total: torch.Tensor | None = None
-    for scale in scales:
-        x = resize(images, scaled_size(size, scale))
-        for flipped in (False, True) if flip else (False,):
-            inp = x.flip(-1) if flipped else x
-            logits = grid_to_image(
-                model(inp).float(), size, stride, input_size=x.shape[-2:], flipped=flipped
-            )
-            total = logits if total is None else total + logits
-    assert total is not None
-    return torch.softmax(total, dim=1)
 
 
 class _Results:
@@ -160,7 +127,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     summed confusion matrices give the metrics one process would.
     """
     validate_evaluate(cfg)
-    model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
+    model = inference.load_segmenter(cfg.segmenter.ckpt)
     fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix before writing anything
         open_run(resolve_run_dir(run_dir), "evaluate", cfg, SEGMENTER_INPUT)
@@ -177,7 +144,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         cfg, run_dir, model.val_miou.num_classes, cfg.overlays if fabric.is_global_zero else 0
     )
     start = time.perf_counter()
-    model = speed_up(model.eval().to(fabric.device), cfg.trainer)
+    model = inference.on_device(model, fabric.device, cfg.trainer)
     evaluate_images(cfg, model, mine, results, fabric)
     results.reduce(fabric)
     if results.done != n_images:
@@ -206,43 +173,24 @@ def evaluate_images(
         collate_fn=pad_collate,
         num_workers=int(cfg.num_workers),
     )
-    crf_workers = default_workers() if cfg.crf_workers is None else int(cfg.crf_workers)
-    crf_fn = functools.partial(dense_crf, **dataclasses.asdict(TEST_CRF))
-    pool = crf_pool(crf_workers) if cfg.crf and crf_workers > 0 else None
-    # Items whose CRF runs in the pool: (id, image, gt, net prediction, future).
-    pending: deque[tuple[str, np.ndarray, np.ndarray, np.ndarray, Future]] = deque()
-    max_pending = 2 * max(crf_workers, 1) + int(cfg.batch_size)
-
-    def finish(block_until: int) -> None:
-        while len(pending) > block_until:
-            image_id, image, gt, pred, future = pending.popleft()
-            results.add(image_id, image, gt, pred, future.result().argmax(axis=0))
-
     show = bool(cfg.progress) and fabric.is_global_zero
-    try:
-        with tqdm(total=len(dataset), desc="evaluate", disable=not show) as bar:
-            for batch in loader:
-                images = batch["image"].to(fabric.device)
-                with fabric.autocast():  # trainer.precision, as in training
-                    probs = predict_probs(model, images, cfg.scales, cfg.flip).float().cpu()
-                for i, image_id in enumerate(batch["id"]):
-                    h, w = (int(v) for v in batch["size"][i])
-                    p = probs[i, :, :h, :w].numpy()
-                    gt = batch["target"][i, :h, :w].numpy()
-                    image = denormalize(batch["image"][i, :, :h, :w])
-                    pred = p.argmax(axis=0)
-                    if not cfg.crf:
-                        results.add(image_id, image, gt, pred, None)
-                    elif pool is None:
-                        results.add(image_id, image, gt, pred, crf_fn(image, p).argmax(axis=0))
-                    else:
-                        pending.append((image_id, image, gt, pred, pool.submit(crf_fn, image, p)))
-                finish(max_pending)
-                bar.update(len(batch["id"]))
-            finish(0)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    crf = inference.TestCRF(bool(cfg.crf), cfg.crf_workers, int(cfg.batch_size))
+    with crf, tqdm(total=len(dataset), desc="evaluate", disable=not show) as bar:
+        for batch in loader:
+            images = batch["image"].to(fabric.device)
+            # trainer.precision, as in training
+            probs = inference.image_probs(model, images, cfg.scales, cfg.flip, fabric.autocast)
+            for i, image_id in enumerate(batch["id"]):
+                h, w = (int(v) for v in batch["size"][i])
+                p = probs[i, :, :h, :w].numpy()
+                gt = batch["target"][i, :h, :w].numpy()
+                image = denormalize(batch["image"][i, :, :h, :w])
+                crf.submit((image_id, image, gt, p.argmax(axis=0)), image, p)
+            for item, labels in crf.ready():
+                results.add(*item, labels)
+            bar.update(len(batch["id"]))
+        for item, labels in crf.ready(wait=True):
+            results.add(*item, labels)
 
 
 def _metrics(

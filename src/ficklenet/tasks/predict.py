@@ -8,10 +8,11 @@
 ``input`` is a folder of images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``; other files are
 ignored and named in the log) or the name of a split of the dataset (the checkpoint's,
 or ``data=...``), such as VOC's ``test``, which needs no ground truth. Inference is
-evaluate's (:func:`ficklenet.tasks.evaluate.predict_probs`: the summed logits of
+:mod:`ficklenet.inference`, the one ``ficklenet-evaluate`` runs (the summed logits of
 ``scales`` and flips, softmax, then optionally the dense CRF with DSRG's test
-parameters scaled to each image), so its predictions equal evaluate's on the same
-images. Each image gets ``predictions/<id>.png``: a palette PNG (VOC's
+parameters scaled to each image, in a pool of processes, as many as the CPUs
+available, at most 8), so its predictions equal evaluate's on the same images.
+Each image gets ``predictions/<id>.png``: a palette PNG (VOC's
 ``SegmentationClass`` format) at the image's own size, written atomically; a rerun
 skips images already written. In several processes image ``i`` goes to rank
 ``i mod world``, so each image is written once.
@@ -26,7 +27,6 @@ tree into ``results.tar.gz``, ready to upload.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tarfile
@@ -35,27 +35,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from ficklenet import inference
 from ficklenet.data.classes import save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCDataError, read_rgb_image
-from ficklenet.dsrg.crf import TEST_CRF, dense_crf
 from ficklenet.files import atomic_path, write_json
-from ficklenet.lit.processes import launch_fabric, speed_up
-from ficklenet.lit.segmenter import DSRGSegmenter
+from ficklenet.lit.processes import launch_fabric
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.evaluate import predict_probs, segmenter_input
 from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir
-from ficklenet.tasks.run_record import DependsOn, open_run
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
 
 log = logging.getLogger(__name__)
 
 PREDICT_DEPENDS_ON = DependsOn(
-    inputs=segmenter_input,
+    inputs=checkpoint_input("segmenter"),
     outputs=("predictions", "results", "results.tar.gz", "metrics.json"),
 )
 
@@ -109,7 +106,7 @@ def list_inputs(cfg: DictConfig, data_cfg: Any) -> list[tuple[str, Path]]:
 def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     """Write a palette PNG prediction per input image; return how many were written."""
     validate_predict(cfg)
-    model = DSRGSegmenter.from_checkpoint(cfg.segmenter.ckpt)
+    model = inference.load_segmenter(cfg.segmenter.ckpt)
     fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix predictions of two settings
         open_run(resolve_run_dir(run_dir), "predict", cfg, PREDICT_DEPENDS_ON)
@@ -120,33 +117,43 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     mine = items[fabric.global_rank :: fabric.world_size]
     out_dir = run_dir / "predictions"
     device = fabric.device
-    model = speed_up(model.eval().to(device), cfg.trainer)
-    crf_params = dataclasses.asdict(TEST_CRF)
+    model = inference.on_device(model, device, cfg.trainer)
     transform = EvalTransform(None)
     skipped: list[dict[str, str]] = []
-    written = 0
     start = time.perf_counter()
     show = bool(cfg.progress) and fabric.is_global_zero
-    for image_id, path in tqdm(mine, desc="predict", disable=not show):
-        target = out_dir / f"{image_id}.png"
-        if target.is_file():
-            continue  # written by an earlier, interrupted run
-        try:
-            image = read_rgb_image(path)
-        except VOCDataError as err:
-            if cfg.on_bad_input == "stop":
-                raise VOCDataError(f"{err} (on_bad_input=stop; =skip goes on without it)") from err
-            log.warning("skipped: %s", err)
-            skipped.append({"id": image_id, "file": str(path), "error": str(err)})
-            continue
-        (tensor,) = transform(image)
-        with torch.no_grad(), fabric.autocast():  # trainer.precision, as in training
-            probs = predict_probs(model, tensor[None].to(device), cfg.scales, cfg.flip)[0]
-        probs = probs.float().cpu().numpy()
-        labels = (dense_crf(image, probs, **crf_params) if cfg.crf else probs).argmax(axis=0)
-        with atomic_path(target) as tmp:
-            save_palette_png(labels.astype(np.uint8), tmp)
-        written += 1
+    with inference.TestCRF(bool(cfg.crf)) as crf:
+        written = 0
+
+        def write(wait: bool = False) -> None:
+            nonlocal written
+            for (target, net), labels in crf.ready(wait):
+                with atomic_path(target) as tmp:
+                    save_palette_png((net if labels is None else labels).astype(np.uint8), tmp)
+                written += 1
+
+        for image_id, path in tqdm(mine, desc="predict", disable=not show):
+            target = out_dir / f"{image_id}.png"
+            if target.is_file():
+                continue  # written by an earlier, interrupted run
+            try:
+                image = read_rgb_image(path)
+            except VOCDataError as err:
+                if cfg.on_bad_input == "stop":
+                    write(wait=True)  # the images before it, as they would be without a pool
+                    msg = f"{err} (on_bad_input=stop; =skip goes on without it)"
+                    raise VOCDataError(msg) from err
+                log.warning("skipped: %s", err)
+                skipped.append({"id": image_id, "file": str(path), "error": str(err)})
+                continue
+            (tensor,) = transform(image)
+            # trainer.precision, as in training
+            probs = inference.image_probs(
+                model, tensor[None].to(device), cfg.scales, cfg.flip, fabric.autocast
+            )[0].numpy()
+            crf.submit((target, probs.argmax(axis=0)), image, probs)
+            write()
+        write(wait=True)
     skipped = _gather(fabric, skipped)
     written = sum(_gather(fabric, [written]))
     if fabric.is_global_zero:

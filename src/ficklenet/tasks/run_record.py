@@ -114,6 +114,17 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def checkpoint_input(name: str) -> Callable[[DictConfig], dict[str, Any]]:
+    """``DependsOn.inputs`` of a stage that reads the checkpoint ``<name>.ckpt``: its
+    path and fingerprint, as ``<name>_ckpt`` and ``<name>_sha256``."""
+
+    def inputs(cfg: DictConfig) -> dict[str, Any]:
+        path = Path(cfg[name].ckpt)
+        return {f"{name}_ckpt": str(path.resolve()), f"{name}_sha256": file_digest(path)}
+
+    return inputs
+
+
 def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Keys (``settings.<key>`` / ``inputs.<key>``) whose values differ."""
     out = []
