@@ -9,7 +9,6 @@ table (default ``results.md`` beside this file) and prints it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ficklenet.analysis.runs import find_jobs, read_figures
@@ -23,22 +22,20 @@ FIGURES = [
     "segmenter mIoU (train)",
     "grown seed mIoU (train)",
 ]
-# Figures of the segment stage's own metrics.json (scored on `train`), under their
-# current key and the key of the ladder's commit.
-SEGMENT_KEYS = {
-    "segmenter mIoU (train)": ("train/miou", "train/pred_miou"),
-    "grown seed mIoU (train)": ("grown_seed/miou", "train/grown_seeds_miou"),
+# The segment stage's figures on `train` (ficklenet.analysis.runs.GROWTH_FIGURES),
+# under this table's names. Segment runs before 8f5ea72 named them train/pred_miou
+# and train/grown_seeds_miou; no run folder on disk has those names any more, so
+# only the current keys are read.
+TRAIN_NAMES = {
+    "segmenter mIoU (train)": "prediction mIoU (train)",
+    "grown seed mIoU (train)": "grown mIoU",
 }
 
 
 def read(job: Path) -> dict[str, float | None]:
-    """The ladder's figures of a run, and the segment stage's figures on train."""
+    """The ladder's figures of a run, with the segment stage's figures on train."""
     figures = read_figures(job)
-    metrics = job / "metrics.json"
-    segment = json.loads(metrics.read_text()).get("segment", {}) if metrics.is_file() else {}
-    for name, keys in SEGMENT_KEYS.items():
-        values = [segment[k] for k in keys if segment.get(k) is not None]
-        figures[name] = float(values[0]) if values else None
+    figures.update({ours: figures[theirs] for ours, theirs in TRAIN_NAMES.items()})
     return figures
 
 

@@ -5,7 +5,8 @@
 Reads ``RUNS_DIR`` (default ``runs/defaults``): the three classifiers, the seeds of
 each (classifier, formula) and the DSRG segmenter trained on them, and writes
 ``results.md`` beside this file. Only ``train`` figures choose: the segmenter's
-predictions on ``train`` (``train/miou``), the seeds' scores on ``train``. The
+predictions on ``train`` (``train/miou``), the seeds' scores on ``train``. (Segment
+runs before 8f5ea72 named the first ``train/pred_miou``; none are kept.) The
 ``val`` column is shown for the record, never used to choose.
 """
 
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from ficklenet.metric_names import CAM_OBJECT_RECALL, SEED, TRAIN_MIOU, VAL_MAP, VAL_MIOU
 
 HERE = Path(__file__).resolve().parent
 CLASSIFIERS = {
@@ -52,12 +55,12 @@ def main() -> None:
             seg = read(runs / f"seg_{key}_{formula}" / "metrics.json")
             cells = [
                 label,
-                pct(cls.get("val/mAP")),
+                pct(cls.get(VAL_MAP)),
                 formula,
-                *(pct(seeds.get(k)) for k in ("seed/miou", "seed/precision")),
-                *(pct(seeds.get(k)) for k in ("seed/labelled_fraction", "cam/object_recall")),
-                pct(seg.get("train/miou", seg.get("train/pred_miou"))),  # (old name)
-                pct(seg.get("val/miou")),
+                *(pct(seeds.get(k)) for k in (SEED.miou, SEED.precision)),
+                *(pct(seeds.get(k)) for k in (SEED.labelled_fraction, CAM_OBJECT_RECALL)),
+                pct(seg.get(TRAIN_MIOU)),
+                pct(seg.get(VAL_MIOU)),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"

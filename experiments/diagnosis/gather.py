@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ficklenet.analysis.runs import job_overrides, read_figures, write_results
+from ficklenet.analysis.runs import WEAK_FIGURES, job_overrides, read_figures, write_results
 from ficklenet.analysis.stats import fmt, paired_on, summarize
 
 HERE = Path(__file__).resolve().parent
@@ -42,13 +42,9 @@ VARIANTS: dict[str, str] = {
     "fg0.3": "foreground threshold 0.3",
     "fg0.7": "foreground threshold 0.7",
 }
+# The ladder's seed and CAM figures, read from each map run's own metrics.json.
 MAP_FIGURES: list[tuple[str, str]] = [
-    ("seed mIoU", "seed/miou"),
-    ("seed precision", "seed/precision"),
-    ("seed recall", "seed/recall"),
-    ("seed labelled", "seed/labelled_fraction"),
-    ("CAM mIoU", "cam/best_miou"),
-    ("CAM object recall", "cam/object_recall"),
+    (name, key) for name, stage, key in WEAK_FIGURES if stage == "localize_val"
 ]
 ROWS = {"deterministic": "deterministic (p=0)", "fickle_0.9": "FickleNet p=0.9"}
 Runs = dict[int, dict[str, float | None]]

@@ -35,6 +35,7 @@ from ficklenet.analysis.runs import (
     write_results,
 )
 from ficklenet.analysis.stats import fmt, paired_on, reading, summarize
+from ficklenet.metric_names import TRAIN_LOSS, VAL_MAP, VAL_MIOU
 
 HERE = Path(__file__).resolve().parent
 # Paper Table 5 (PASCAL VOC 2012 val mIoU %, DeepLab-VGG16 + DSRG), by row.
@@ -61,8 +62,8 @@ def epoch_curves(csv_path: Path, metric: str) -> tuple[list[int], list[float], l
             if not row.get("epoch"):
                 continue
             epoch = int(float(row["epoch"]))
-            if row.get("train/loss"):
-                losses.setdefault(epoch, []).append(float(row["train/loss"]))
+            if row.get(TRAIN_LOSS):
+                losses.setdefault(epoch, []).append(float(row[TRAIN_LOSS]))
             if row.get(metric):
                 values[epoch] = float(row[metric])
     epochs = sorted(set(losses) & set(values))
@@ -433,9 +434,9 @@ def plot_curves(result: dict[str, Any], runs_dir: Path, path: Path, seed: int = 
         },
     }
     panels = [
-        ("val/mAP", "classifier (val mAP)", classifier),
+        (VAL_MAP, "classifier (val mAP)", classifier),
         (
-            "val/miou",
+            VAL_MIOU,
             "segmenter (val mIoU)",
             {k: v / "logs" / "metrics.csv" for k, v in segmenter.items()},
         ),

@@ -37,6 +37,7 @@ from ficklenet.analysis.stats import SIGNIFICANCE, fmt, paired_on, summarize
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.data.toy import body_style, toy_settings
 from ficklenet.data.voc import VOCReader
+from ficklenet.metric_names import VAL_MAP
 
 HERE = Path(__file__).resolve().parent
 
@@ -88,8 +89,8 @@ def _mAP(folder: Path) -> dict[int, float]:
     out = {}
     for seed, job in seed_folders(folder).items():
         path = job / "metrics.json"
-        if path.is_file() and "val/mAP" in (data := json.loads(path.read_text())):
-            out[seed] = float(data["val/mAP"])
+        if path.is_file() and VAL_MAP in (data := json.loads(path.read_text())):
+            out[seed] = float(data[VAL_MAP])
     return out
 
 

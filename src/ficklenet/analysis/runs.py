@@ -10,32 +10,42 @@ from pathlib import Path
 from typing import Any
 
 from ficklenet.files import atomic_path
+from ficklenet.metric_names import (
+    CAM_BEST_MIOU,
+    CAM_OBJECT_RECALL,
+    GROWN_SEED,
+    MIOU,
+    SEED,
+    TRAIN_MIOU,
+    VAL_MAP,
+)
 
-# (name, stage, key) of every figure, fractions in [0, 1]. Seed and CAM figures come
-# from the val localization (localize_val), which chose no threshold.
+# (name, stage, key) of every figure, fractions in [0, 1], the keys those of
+# ficklenet.metric_names. Seed and CAM figures come from the val localization
+# (localize_val), which chose no threshold.
 WEAK_FIGURES: list[tuple[str, str, str]] = [
-    ("classifier mAP", "classify", "val/mAP"),
-    ("seed mIoU", "localize_val", "seed/miou"),
-    ("seed precision", "localize_val", "seed/precision"),
-    ("seed recall", "localize_val", "seed/recall"),
-    ("seed labelled", "localize_val", "seed/labelled_fraction"),
-    ("CAM mIoU", "localize_val", "cam/best_miou"),
-    ("CAM object recall", "localize_val", "cam/object_recall"),
-    ("segmenter mIoU", "evaluate", "miou"),
-    ("segmenter mIoU + CRF", "evaluate_crf", "miou"),
+    ("classifier mAP", "classify", VAL_MAP),
+    ("seed mIoU", "localize_val", SEED.miou),
+    ("seed precision", "localize_val", SEED.precision),
+    ("seed recall", "localize_val", SEED.recall),
+    ("seed labelled", "localize_val", SEED.labelled_fraction),
+    ("CAM mIoU", "localize_val", CAM_BEST_MIOU),
+    ("CAM object recall", "localize_val", CAM_OBJECT_RECALL),
+    ("segmenter mIoU", "evaluate", MIOU),
+    ("segmenter mIoU + CRF", "evaluate_crf", MIOU),
 ]
 # What DSRG's growing did, on train at the end of training (ficklenet.tasks.seed_growth).
 GROWTH_FIGURES: list[tuple[str, str, str]] = [
-    ("seeds mIoU", "segment", "seed/miou"),
-    ("seeds precision", "segment", "seed/precision"),
-    ("seeds labelled", "segment", "seed/labelled_fraction"),
-    ("grown mIoU", "segment", "grown_seed/miou"),
-    ("grown precision", "segment", "grown_seed/precision"),
-    ("grown labelled", "segment", "grown_seed/labelled_fraction"),
-    ("prediction mIoU (train)", "segment", "train/miou"),
+    ("seeds mIoU", "segment", SEED.miou),
+    ("seeds precision", "segment", SEED.precision),
+    ("seeds labelled", "segment", SEED.labelled_fraction),
+    ("grown mIoU", "segment", GROWN_SEED.miou),
+    ("grown precision", "segment", GROWN_SEED.precision),
+    ("grown labelled", "segment", GROWN_SEED.labelled_fraction),
+    ("prediction mIoU (train)", "segment", TRAIN_MIOU),
 ]
 # The seeds of train, thresholded as chosen (the pipeline's own localize stage).
-TRAIN_FIGURES: list[tuple[str, str, str]] = [("seed mIoU (train)", "localize", "seed/miou")]
+TRAIN_FIGURES: list[tuple[str, str, str]] = [("seed mIoU (train)", "localize", SEED.miou)]
 ALL_FIGURES = WEAK_FIGURES + GROWTH_FIGURES + TRAIN_FIGURES
 
 ROW_LABELS: dict[str, str] = {

@@ -25,6 +25,7 @@ from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
 from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
+from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_LOSS, VAL_MAP, VAL_MAP_BEST
 from ficklenet.models.backbones import backbone_from_config
 from ficklenet.models.fickle import FickleHead
 
@@ -86,7 +87,7 @@ class FickleClassifier(pl.LightningModule):
                 "good checkpoint is kept (checkpoints/last.ckpt). Check the input data, or "
                 "lower optim.lr and train again in a new run directory (hydra.run.dir=...)."
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
+        self.log(TRAIN_LOSS, loss, prog_bar=True, batch_size=len(scores))
         self.log(
             "train/epoch_loss",
             loss,
@@ -112,7 +113,7 @@ class FickleClassifier(pl.LightningModule):
         targets = labels.int()
         self.val_map.update(scores, targets)
         self.val_f1.update(torch.sigmoid(scores), targets)
-        self.log("val/loss", loss, sync_dist=True, batch_size=len(scores))
+        self.log(VAL_LOSS, loss, sync_dist=True, batch_size=len(scores))
 
     def on_validation_epoch_end(self) -> None:
         # torchmetrics has already reduced these across ranks; sync_dist only
@@ -120,9 +121,9 @@ class FickleClassifier(pl.LightningModule):
         mean_ap = self.val_map.compute()
         if not self.trainer.sanity_checking:
             self.best_map = max(self.best_map, float(mean_ap))
-        self.log("val/mAP", mean_ap, prog_bar=True, sync_dist=True)
-        self.log("val/f1", self.val_f1.compute(), sync_dist=True)
-        self.log("val/mAP_best", self.best_map, sync_dist=True)
+        self.log(VAL_MAP, mean_ap, prog_bar=True, sync_dist=True)
+        self.log(VAL_F1, self.val_f1.compute(), sync_dist=True)
+        self.log(VAL_MAP_BEST, self.best_map, sync_dist=True)
         self.val_map.reset()
         self.val_f1.reset()
         if self._panels is not None:

@@ -31,6 +31,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from ficklenet.choices import LoggerName
 from ficklenet.files import atomic_path
+from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_LOSS, VAL_MAP, VAL_MIOU
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,11 @@ log = logging.getLogger(__name__)
 #: Summaries wandb keeps for a metric, by its name: higher-is-better metrics keep
 #: their max and their last value, losses their min and last.
 SUMMARIES: dict[str, tuple[str, ...]] = {
-    "val/miou": ("max", "last"),
-    "val/mAP": ("max", "last"),
-    "val/f1": ("max", "last"),
-    "train/loss": ("min", "last"),
-    "val/loss": ("min", "last"),
+    VAL_MIOU: ("max", "last"),
+    VAL_MAP: ("max", "last"),
+    VAL_F1: ("max", "last"),
+    TRAIN_LOSS: ("min", "last"),
+    VAL_LOSS: ("min", "last"),
 }
 
 

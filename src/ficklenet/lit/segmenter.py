@@ -62,6 +62,7 @@ from ficklenet.lit.panels import (
     panels_wanted,
     segmentation_panels,
 )
+from ficklenet.metric_names import TRAIN_LOSS, TRAIN_SEEDED_FRACTION, VAL_MIOU, VAL_MIOU_BEST
 from ficklenet.metrics import ConfusionMIoU
 from ficklenet.models.deeplab import build_segmenter_net
 
@@ -206,7 +207,7 @@ class DSRGSegmenter(pl.LightningModule):
         if self.fully_supervised:
             loss = self.supervised_step(batch["image"], batch["target"])
             _check_finite(loss, self.global_step, "cross-entropy")
-            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+            self.log(TRAIN_LOSS, loss, prog_bar=True, batch_size=len(batch["image"]))
             return loss
         out = self.dsrg_step(batch["image"], batch["target"], batch["labels"])
         _check_finite(
@@ -215,10 +216,10 @@ class DSRGSegmenter(pl.LightningModule):
             f"seed loss {out.seed_loss.item()}, boundary loss {out.boundary_loss.item()}",
         )
         n = len(out.logits)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        self.log(TRAIN_LOSS, out.loss, prog_bar=True, batch_size=n)
         self.log("train/seed_loss", out.seed_loss, batch_size=n)
         self.log("train/boundary_loss", out.boundary_loss, batch_size=n)
-        self.log("train/seeded_fraction", (out.grown != IGNORE_INDEX).float().mean(), batch_size=n)
+        self.log(TRAIN_SEEDED_FRACTION, (out.grown != IGNORE_INDEX).float().mean(), batch_size=n)
         self.log(
             "train/raw_seeded_fraction", (out.seeds != IGNORE_INDEX).float().mean(), batch_size=n
         )
@@ -243,8 +244,8 @@ class DSRGSegmenter(pl.LightningModule):
             self.best_miou = max(self.best_miou, float(value))
         # Already reduced over DDP ranks (the confusion matrix is); sync_dist only
         # tells Lightning so.
-        self.log("val/miou", value, prog_bar=True, sync_dist=True)
-        self.log("val/miou_best", self.best_miou, sync_dist=True)
+        self.log(VAL_MIOU, value, prog_bar=True, sync_dist=True)
+        self.log(VAL_MIOU_BEST, self.best_miou, sync_dist=True)
         if self._panels is not None:
             images, captions = self._panels
             self._panels = None

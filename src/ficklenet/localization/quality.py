@@ -28,6 +28,15 @@ from tqdm import tqdm
 from ficklenet.data.classes import CLASS_NAMES
 from ficklenet.data.voc import VOCReader, read_label_png
 from ficklenet.localization.seeds import cam_labels
+from ficklenet.metric_names import (
+    CAM_BEST_BG_THRESHOLD,
+    CAM_BEST_MIOU,
+    CAM_MIOU_CURVE,
+    CAM_OBJECT_RECALL,
+    CAM_OBJECT_RECALL_CURVE,
+    SEED,
+    SEED_PER_CLASS_IOU,
+)
 from ficklenet.metrics import (
     confusion_matrix,
     miou_from_confusion,
@@ -106,17 +115,17 @@ def score_localization(
     }
     return {
         "scored_images": len(ids),
-        "seed/miou": seed_miou,
-        "seed/precision": scores.precision,
-        "seed/recall": scores.recall,
-        "seed/labelled_fraction": scores.labelled,
-        "seed/per_class_iou": {
+        SEED.miou: seed_miou,
+        SEED.precision: scores.precision,
+        SEED.recall: scores.recall,
+        SEED.labelled_fraction: scores.labelled,
+        SEED_PER_CLASS_IOU: {
             name: (None if np.isnan(v) else float(v))
             for name, v in zip(CLASS_NAMES, per_class, strict=True)
         },
-        "cam/miou_curve": curve,
-        "cam/best_miou": best["miou"],
-        "cam/best_bg_threshold": best["bg_threshold"],
-        "cam/object_recall_curve": [{"threshold": t, "recall": r} for t, r in recall.items()],
-        "cam/object_recall": recall.get(fg_threshold) if fg_threshold is not None else None,
+        CAM_MIOU_CURVE: curve,
+        CAM_BEST_MIOU: best["miou"],
+        CAM_BEST_BG_THRESHOLD: best["bg_threshold"],
+        CAM_OBJECT_RECALL_CURVE: [{"threshold": t, "recall": r} for t, r in recall.items()],
+        CAM_OBJECT_RECALL: recall.get(fg_threshold) if fg_threshold is not None else None,
     }

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ficklenet.data.datamodule import VOCDataModule
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
+from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_MAP, VAL_MAP_BEST
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_record import DependsOn
@@ -41,21 +42,21 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     validate_classify(cfg)
     run_dir, config, finished = start_training(cfg, run_dir, "classify", DependsOn())
     if finished is not None:
-        return float(finished["val/mAP_best"])
+        return float(finished[VAL_MAP_BEST])
     datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)
     model = FickleClassifier(config)
-    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/mAP")
-    best = float(metrics.get("val/mAP_best", model.best_map))
+    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MAP)
+    best = float(metrics.get(VAL_MAP_BEST, model.best_map))
     if trainer.is_global_zero:
         ckpt_dir = run_dir / "checkpoints"
         write_json(
             run_dir / "metrics.json",
             {
                 "stage": "classify",
-                "val/mAP": metrics.get("val/mAP"),
-                "val/mAP_best": best,
-                "val/f1": metrics.get("val/f1"),
-                "train/loss": metrics.get("train/loss"),
+                VAL_MAP: metrics.get(VAL_MAP),
+                VAL_MAP_BEST: best,
+                VAL_F1: metrics.get(VAL_F1),
+                TRAIN_LOSS: metrics.get(TRAIN_LOSS),
                 "epochs": trainer.current_epoch,
                 "steps": trainer.global_step,
                 # The end of the schedule is what later stages use by default;
@@ -68,7 +69,7 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
         )
         log.info(
             "classifier val mAP %.4f (best %.4f); outputs in %s",
-            metrics.get("val/mAP", float("nan")),
+            metrics.get(VAL_MAP, float("nan")),
             best,
             run_dir,
         )

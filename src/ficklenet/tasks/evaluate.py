@@ -14,10 +14,10 @@ left out of the mean).
 
 Writes into the run directory ``metrics.json`` (``miou``: with the CRF when
 ``crf=true``; ``miou_no_crf`` always, ``miou_crf`` with the CRF; per-class IoU by
-class name), prints the per-class table, and writes palette PNG predictions
-``predictions/<id>.png`` (the format of VOC's ``SegmentationClass``, each file
-written atomically) and ``overlays/<id>.png`` (image | truth | prediction) for the
-first ``overlays`` images. Returns ``miou``.
+class name; the keys are :mod:`ficklenet.metric_names`), prints the per-class
+table, and writes palette PNG predictions ``predictions/<id>.png`` (the format of
+VOC's ``SegmentationClass``, each file written atomically) and ``overlays/<id>.png``
+(image | truth | prediction) for the first ``overlays`` images. Returns ``miou``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import launch_fabric
 from ficklenet.lit.segmenter import DSRGSegmenter
+from ficklenet.metric_names import (
+    MIOU,
+    MIOU_CRF,
+    MIOU_NO_CRF,
+    PER_CLASS_IOU,
+    PER_CLASS_IOU_CRF,
+    PER_CLASS_IOU_NO_CRF,
+)
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir, run_name
@@ -155,8 +163,8 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
         write_json(run_dir / "metrics.json", metrics)
         report_to_logger(cfg, run_dir, config, metrics, columns)
         print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
-        log.info("mIoU %.4f on %s; outputs in %s", metrics["miou"], cfg.split, run_dir)
-    return float(metrics["miou"])
+        log.info("mIoU %.4f on %s; outputs in %s", metrics[MIOU], cfg.split, run_dir)
+    return float(metrics[MIOU])
 
 
 def evaluate_images(
@@ -208,19 +216,19 @@ def _metrics(
         "scales": [float(s) for s in cfg.scales],
         "flip": bool(cfg.flip),
         "crf": bool(cfg.crf),
-        "miou_no_crf": miou_net,
-        "per_class_iou_no_crf": _by_name(iou_net),
+        MIOU_NO_CRF: miou_net,
+        PER_CLASS_IOU_NO_CRF: _by_name(iou_net),
         "predictions": str(results.pred_dir) if results.pred_dir else None,
         "overlays": str(results.overlay_dir) if results.overlay_dir else None,
     }
     columns = {"no CRF": iou_net}
     if cfg.crf:
         miou_crf, iou_crf = miou_from_confusion(results.cm_crf)
-        metrics.update(miou_crf=miou_crf, per_class_iou_crf=_by_name(iou_crf))
-        metrics.update(miou=miou_crf, per_class_iou=_by_name(iou_crf))
+        metrics.update({MIOU_CRF: miou_crf, PER_CLASS_IOU_CRF: _by_name(iou_crf)})
+        metrics.update({MIOU: miou_crf, PER_CLASS_IOU: _by_name(iou_crf)})
         columns["CRF"] = iou_crf
     else:
-        metrics.update(miou=miou_net, per_class_iou=_by_name(iou_net))
+        metrics.update({MIOU: miou_net, PER_CLASS_IOU: _by_name(iou_net)})
     return metrics, columns
 
 
@@ -242,9 +250,9 @@ def report_to_logger(
         log_results(
             logger,
             {
-                f"{split}/miou": metrics["miou"],
-                f"{split}/miou_no_crf": metrics["miou_no_crf"],
-                f"{split}/miou_crf": metrics.get("miou_crf"),
+                f"{split}/{MIOU}": metrics[MIOU],
+                f"{split}/{MIOU_NO_CRF}": metrics[MIOU_NO_CRF],
+                f"{split}/{MIOU_CRF}": metrics.get(MIOU_CRF),
             },
             {f"{split}/per_class_iou": Table(["class", *columns], rows)},
             run_dir,

@@ -32,6 +32,15 @@ from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups,
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import lightning_trainer, speed_up
 from ficklenet.localization.quality import score_localization
+from ficklenet.metric_names import (
+    CAM_BEST_BG_THRESHOLD,
+    CAM_BEST_MIOU,
+    CAM_MIOU_CURVE,
+    CAM_OBJECT_RECALL,
+    CAM_OBJECT_RECALL_CURVE,
+    SEED,
+    SEED_PER_CLASS_IOU,
+)
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import prepare_run, run_name
@@ -136,7 +145,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     write_json(run_dir / "metrics.json", metrics)
     report_to_logger(cfg, run_dir, config, metrics)
     _log_quality(metrics)
-    return float(metrics.get("seed/miou", float("nan")))
+    return float(metrics.get(SEED.miou, float("nan")))
 
 
 def localize_images(
@@ -190,13 +199,10 @@ def _log_quality(metrics: dict[str, Any]) -> None:
     log.info(
         "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
         "at bg %.2f, object recall %.3f (%d images)",
-        metrics["seed/miou"],
-        metrics["seed/precision"],
-        metrics["seed/recall"],
-        metrics["seed/labelled_fraction"],
-        metrics["cam/best_miou"],
-        metrics["cam/best_bg_threshold"],
-        metrics["cam/object_recall"],
+        *(metrics[key] for key in SEED),
+        metrics[CAM_BEST_MIOU],
+        metrics[CAM_BEST_BG_THRESHOLD],
+        metrics[CAM_OBJECT_RECALL],
         metrics["scored_images"],
     )
 
@@ -209,30 +215,27 @@ def report_to_logger(
     logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
     try:
         keys = (
-            "seed/miou",
-            "seed/precision",
-            "seed/recall",
-            "seed/labelled_fraction",
-            "cam/best_miou",
-            "cam/best_bg_threshold",
-            "cam/object_recall",
+            *SEED,
+            CAM_BEST_MIOU,
+            CAM_BEST_BG_THRESHOLD,
+            CAM_OBJECT_RECALL,
             "images_per_second",
         )
         tables = {}
         if metrics.get("scored_images"):
             tables = {
-                "cam/miou_curve": Table(
+                CAM_MIOU_CURVE: Table(
                     ["bg_threshold", "miou"],
-                    [[r["bg_threshold"], r["miou"]] for r in metrics["cam/miou_curve"]],
+                    [[r["bg_threshold"], r["miou"]] for r in metrics[CAM_MIOU_CURVE]],
                     curve=("bg_threshold", "miou"),
                 ),
-                "cam/object_recall_curve": Table(
+                CAM_OBJECT_RECALL_CURVE: Table(
                     ["threshold", "recall"],
-                    [[r["threshold"], r["recall"]] for r in metrics["cam/object_recall_curve"]],
+                    [[r["threshold"], r["recall"]] for r in metrics[CAM_OBJECT_RECALL_CURVE]],
                     curve=("threshold", "recall"),
                 ),
-                "seed/per_class_iou": Table(
-                    ["class", "iou"], [[k, v] for k, v in metrics["seed/per_class_iou"].items()]
+                SEED_PER_CLASS_IOU: Table(
+                    ["class", "iou"], [[k, v] for k, v in metrics[SEED_PER_CLASS_IOU].items()]
                 ),
             }
         log_results(logger, {k: metrics.get(k) for k in keys}, tables, run_dir)

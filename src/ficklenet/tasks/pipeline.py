@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from ficklenet.config import schema
 from ficklenet.config.experiments import STAGE_APP, STAGES
 from ficklenet.files import atomic_path, read_json, write_json
+from ficklenet.metric_names import CAM_BEST_MIOU, CAM_OBJECT_RECALL, MIOU, SEED, VAL_MAP
 from ficklenet.provenance import run_info
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import hydra_run_dir
@@ -182,15 +183,15 @@ def results_table(res: dict[str, Any]) -> list[tuple[str, str]]:
         return "-" if value is None else f"{100 * float(value):.1f}"
 
     return [
-        ("classifier val mAP (end of training)", pct("classify", "val/mAP")),
-        ("seed mIoU (labelled pixels, localize split)", pct("localize", "seed/miou")),
-        ("seed precision", pct("localize", "seed/precision")),
-        ("seed recall", pct("localize", "seed/recall")),
-        ("seed labelled fraction", pct("localize", "seed/labelled_fraction")),
-        ("CAM best mIoU (bg sweep)", pct("localize", "cam/best_miou")),
-        ("CAM object recall (at the seed threshold)", pct("localize", "cam/object_recall")),
-        ("segmenter val mIoU, no CRF", pct("evaluate", "miou")),
-        ("segmenter val mIoU, dense CRF", pct("evaluate_crf", "miou")),
+        ("classifier val mAP (end of training)", pct("classify", VAL_MAP)),
+        ("seed mIoU (labelled pixels, localize split)", pct("localize", SEED.miou)),
+        ("seed precision", pct("localize", SEED.precision)),
+        ("seed recall", pct("localize", SEED.recall)),
+        ("seed labelled fraction", pct("localize", SEED.labelled_fraction)),
+        ("CAM best mIoU (bg sweep)", pct("localize", CAM_BEST_MIOU)),
+        ("CAM object recall (at the seed threshold)", pct("localize", CAM_OBJECT_RECALL)),
+        ("segmenter val mIoU, no CRF", pct("evaluate", MIOU)),
+        ("segmenter val mIoU, dense CRF", pct("evaluate_crf", MIOU)),
     ]
 
 
@@ -258,7 +259,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
     write_json(run_dir / "metrics.json", res)
     table = write_report(run_dir, res, time.perf_counter() - start, str(cfg.checkpoint))
     print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
-    final = res.get("evaluate_crf", res.get("evaluate", {})).get("miou")
+    final = res.get("evaluate_crf", res.get("evaluate", {})).get(MIOU)
     return float("nan") if final is None else float(final)
 
 

@@ -26,6 +26,7 @@ from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import floored_softmax
 from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes
+from ficklenet.metric_names import GROWN_SEED, SEED, split_miou
 from ficklenet.metrics import (
     confusion_counts,
     miou_from_confusion,
@@ -104,26 +105,23 @@ def score_on_split(
             cm_grown += confusion_counts(r, g, k)
             counts_seeds += seed_counts(s, g)
             counts_grown += seed_counts(r, g)
-    # The seeds' figures carry the names localize gives them (seed/...), the grown
-    # seeds' likewise (grown_seed/...); the split they were scored on is recorded.
+    # The seeds' figures carry the names localize gives them (SEED), the grown
+    # seeds' likewise (GROWN_SEED); the split they were scored on is recorded.
     out: dict[str, Any] = {"seed_eval_split": split, "seed_eval_images": len(ids)}
-    for name, cm, counts in (
-        ("seed", cm_seeds, counts_seeds),
-        ("grown_seed", cm_grown, counts_grown),
-    ):
+    for names, cm, counts in ((SEED, cm_seeds, counts_seeds), (GROWN_SEED, cm_grown, counts_grown)):
         scores = seed_scores_from_counts(counts)
-        out[f"{name}/miou"] = miou_from_confusion(cm)[0]
-        out[f"{name}/precision"] = scores.precision
-        out[f"{name}/recall"] = scores.recall
-        out[f"{name}/labelled_fraction"] = scores.labelled
-    out[f"{split}/miou"] = miou_from_confusion(cm_pred)[0]
+        out[names.miou] = miou_from_confusion(cm)[0]
+        out[names.precision] = scores.precision
+        out[names.recall] = scores.recall
+        out[names.labelled_fraction] = scores.labelled
+    out[split_miou(split)] = miou_from_confusion(cm_pred)[0]
     log.info(
         "%s: seeds mIoU %.4f (labelled %.1f%%), grown %.4f (labelled %.1f%%), predictions %.4f",
         split,
-        out["seed/miou"],
-        100 * out["seed/labelled_fraction"],
-        out["grown_seed/miou"],
-        100 * out["grown_seed/labelled_fraction"],
-        out[f"{split}/miou"],
+        out[SEED.miou],
+        100 * out[SEED.labelled_fraction],
+        out[GROWN_SEED.miou],
+        100 * out[GROWN_SEED.labelled_fraction],
+        out[split_miou(split)],
     )
     return out

@@ -34,6 +34,7 @@ from ficklenet.data.datamodule import (
 )
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter
+from ficklenet.metric_names import TRAIN_LOSS, TRAIN_SEEDED_FRACTION, VAL_MIOU, VAL_MIOU_BEST
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_record import DependsOn, read_record
@@ -73,20 +74,20 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     depends_on = DependsOn(inputs=lambda _: {"seeds_from": seed_source(seed_dir)})
     run_dir, config, finished = start_training(cfg, run_dir, "segment", depends_on)
     if finished is not None:
-        return float(finished["val/miou_best"])
+        return float(finished[VAL_MIOU_BEST])
     datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
     model = DSRGSegmenter(config)
-    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor="val/miou")
-    best = float(metrics.get("val/miou_best", model.best_miou))
+    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MIOU)
+    best = float(metrics.get(VAL_MIOU_BEST, model.best_miou))
     if trainer.is_global_zero:
         ckpt_dir = run_dir / "checkpoints"
         last_ckpt = ckpt_dir / "last.ckpt"
         out: dict[str, Any] = {
             "stage": "segment",
-            "val/miou": metrics.get("val/miou"),
-            "val/miou_best": best,
-            "train/loss": metrics.get("train/loss"),
-            "train/seeded_fraction": metrics.get("train/seeded_fraction"),
+            VAL_MIOU: metrics.get(VAL_MIOU),
+            VAL_MIOU_BEST: best,
+            TRAIN_LOSS: metrics.get(TRAIN_LOSS),
+            TRAIN_SEEDED_FRACTION: metrics.get(TRAIN_SEEDED_FRACTION),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             # The end of the schedule is what evaluate uses by default; best.ckpt
@@ -124,8 +125,8 @@ def seed_source(seed_dir: Path | None) -> str | None:
 
 
 def _fmt(out: dict[str, Any]) -> tuple[float, float]:
-    value = out.get("val/miou")
-    return (float("nan") if value is None else value, out["val/miou_best"])
+    value = out.get(VAL_MIOU)
+    return (float("nan") if value is None else value, out[VAL_MIOU_BEST])
 
 
 main = stage_main("segment", run_segment)
