@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ENV, run_ok
+
+pytestmark = pytest.mark.slow  # end to end: runs experiments/benchmarks/suite.py
 
 SUITE = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "suite.py"
 

@@ -16,6 +16,8 @@ from ficklenet.tasks.classify import run_classify
 from tests.conftest import BIN, SMALL_TOY, compose_config, small_toy_overrides
 from tests.conftest import run_ok as _run
 
+pytestmark = pytest.mark.slow  # end to end: console scripts and trainings
+
 
 def test_make_toy_console_script_writes_voc_layout(tmp_path):
     out = tmp_path / "toy"

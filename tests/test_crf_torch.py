@@ -168,6 +168,7 @@ def test_segmenter_trains_with_the_torch_backend() -> None:
     assert all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
 
 
+@pytest.mark.slow
 def test_without_pydensecrf_the_torch_crf_still_trains(tmp_path) -> None:
     """pydensecrf has no wheel for some Pythons (3.12, e.g. on GPU images): with it
     absent, every module imports, a segmenter step with crf_backend=torch runs, and

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the data-loading benchmark
+
 
 @pytest.fixture(scope="module")
 def bench():

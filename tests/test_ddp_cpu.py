@@ -20,6 +20,8 @@ from ficklenet.data.voc import VOCReader
 from tests.conftest import BIN, small_toy_overrides
 from tests.conftest import run_ok as _run
 
+pytestmark = pytest.mark.slow  # end to end: two-process console-script runs
+
 # 21 validation images: two processes cannot split them evenly, so a padding
 # sampler would count one image twice.
 VAL21 = "val21"

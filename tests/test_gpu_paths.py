@@ -60,6 +60,7 @@ def _compile_works() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _compile_works(), reason="torch.compile does not run on this machine")
 def test_compile_option_trains_and_keeps_checkpoints_loadable(tmp_path, toy_root):
     cfg = compose_config(

@@ -244,6 +244,7 @@ def test_missing_checkpoint_is_a_clear_error(toy_root, tmp_path):
         run_localize(_localize_cfg(toy_root, tmp_path / "nope.ckpt"), run_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_ddp_cpu_splits_images_and_matches_one_process(
     tmp_path, reference_run, toy_root, classifier_ckpt
 ):
@@ -296,6 +297,7 @@ def test_ranks_partition_the_groups(toy_root):
         image_groups([1, 2], 0)
 
 
+@pytest.mark.slow
 def test_toy_seeds_reach_measured_quality(tmp_path, default_toy_root):
     """Seeds of an 8-epoch p=0.9 classifier on the default toy set. Measured when
     this test was written: seed mIoU 0.583, precision 0.914 (README has the full
@@ -342,6 +344,7 @@ def test_toy_seeds_reach_measured_quality(tmp_path, default_toy_root):
     assert metrics["seed/labelled_fraction"] > 0.5
 
 
+@pytest.mark.slow
 def test_the_group_benchmark_runs_and_finds_the_same_seeds(tmp_path, toy_root, classifier_ckpt):
     """experiments/benchmarks/localize_groups.py on the small toy: one row per
     batch size; groups of 4 give the one-at-a-time seeds."""

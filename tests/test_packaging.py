@@ -8,9 +8,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ENV
+
+pytestmark = pytest.mark.slow  # end to end: builds and installs the wheel
 
 REPO = Path(__file__).resolve().parents[1]
 

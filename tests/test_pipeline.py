@@ -36,6 +36,7 @@ def pipeline(run_dir, root, *overrides):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_pipeline_runs_all_stages_then_skips_them(tmp_path, toy_root):
     run = tmp_path / "pipe"
     res = pipeline(run, toy_root)
@@ -141,6 +142,7 @@ def test_voc_window_experiment_gives_every_stage_a_24_by_24_map(tmp_path):
     assert plain["localize"].localize.fg_threshold == 0.15  # the recipe's, unchanged
 
 
+@pytest.mark.slow
 def test_multi_process_stages_run_as_their_own_apps(tmp_path, toy_root):
     """trainer=ddp_cpu: every stage is its app's command in 2 processes; the
     results chain as in one process and land in the same layout."""
@@ -178,6 +180,7 @@ def _pipeline_outputs(run):
     return metrics, files, weights
 
 
+@pytest.mark.slow
 def test_same_seed_same_machine_gives_identical_maps_seeds_and_metrics(tmp_path, toy_root):
     stages = "stages=[classify,localize,segment,evaluate]"
     # 20 epochs: a 1-epoch classifier's maps are mostly all zero on the small toy.
@@ -214,6 +217,7 @@ def test_stage_commands_inside_a_one_task_slurm_job_start_their_own_processes():
     assert stage_environment({"PATH": "/bin"}) == {"PATH": "/bin"}
 
 
+@pytest.mark.slow
 def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
     """--help lists the groups, --cfg job prints every stage's settings, -m sweeps."""
     import sys
@@ -236,6 +240,7 @@ def test_the_pipeline_app_has_help_cfg_and_multirun(tmp_path):
     assert ps == [0.0, 0.9]
 
 
+@pytest.mark.slow
 def test_run_dir_is_set_through_hydra_run_dir(tmp_path):
     """run_dir is Hydra's output directory: setting it alone would split a run over
     two folders (and a rerun would not resume), so the app refuses and names the fix;

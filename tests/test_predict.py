@@ -144,6 +144,7 @@ def test_bad_input_stops_when_asked_and_leaves_nothing_half_written(segmenter, p
         predict(segmenter, tmp_path / "run3", f"input={tmp_path / 'missing'}")
 
 
+@pytest.mark.slow
 def test_two_processes_write_each_image_once(segmenter, photos, tmp_path):
     shutil.copytree(photos, tmp_path / "ddp_photos")
     out = tmp_path / "two"

@@ -79,6 +79,7 @@ def _killed_then_resumed(
     assert steps[0] == 0 and steps[-1] == 14 and set(range(15)) <= set(steps)
 
 
+@pytest.mark.slow
 def test_killed_classifier_resumes_to_the_same_final_metrics(tmp_path, toy_root):
     args = [*small_toy_overrides(toy_root), *TRAIN, "seed=3"]
     entry = "ficklenet.tasks.classify:main"
@@ -88,6 +89,7 @@ def test_killed_classifier_resumes_to_the_same_final_metrics(tmp_path, toy_root)
     _assert_same_run(whole, killed, ("val/mAP", "val/mAP_best", "train/loss", "steps"))
 
 
+@pytest.mark.slow
 def test_killed_segmenter_resumes_to_the_same_final_metrics(tmp_path, toy_root, toy_seeds):
     args = [
         *small_toy_overrides(toy_root),
@@ -103,6 +105,7 @@ def test_killed_segmenter_resumes_to_the_same_final_metrics(tmp_path, toy_root, 
     _assert_same_run(whole, killed, ("val/miou", "val/miou_best", "train/loss", "steps"))
 
 
+@pytest.mark.slow
 def test_rerun_of_a_crashed_sweep_skips_finished_jobs_and_resumes_the_other(tmp_path, toy_root):
     args = ["-m", *small_toy_overrides(toy_root), *TRAIN, "model.p=0.0,0.5"]
     entry = "ficklenet.tasks.classify:main"
@@ -135,6 +138,7 @@ def test_a_run_directory_with_other_settings_is_refused(tmp_path, toy_root):
         run_classify(compose_config("classify", [*base, "model.p=0.5"]), run_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_path, toy_root):
     tiny = [
         f"data.root={toy_root}",
@@ -211,6 +215,7 @@ def test_a_sweep_folder_round_trips_as_a_checkpoint_override(app, tmp_path):
     assert cfg.classifier.ckpt == ckpt
 
 
+@pytest.mark.slow
 def test_killed_pipeline_sweep_resumes_when_the_same_command_is_rerun(tmp_path, toy_root):
     """`ficklenet-pipeline -m model.p=0,0.9`, killed in job 1's segmenter: the same
     command skips job 0 and job 1's finished stages, and resumes its segmenter."""
@@ -242,6 +247,7 @@ def test_killed_pipeline_sweep_resumes_when_the_same_command_is_rerun(tmp_path, 
     assert config["classify"]["model.p"] == 0.9
 
 
+@pytest.mark.slow
 def test_killed_run_with_gradient_accumulation_resumes_exactly(tmp_path, toy_root):
     """accumulate_grad_batches=2 (5 batches an epoch: 3 optimiser steps): killed in
     the second epoch and resumed, it ends with the weights of an uninterrupted run."""

@@ -21,6 +21,8 @@ from ficklenet.tasks.evaluate import run_evaluate
 from ficklenet.tasks.segment import run_segment
 from tests.conftest import write_eroded_seeds
 
+pytestmark = pytest.mark.slow  # end to end: segmenter trainings then evaluation
+
 
 @pytest.fixture(scope="module")
 def toy_with_seeds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

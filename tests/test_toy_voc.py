@@ -184,6 +184,7 @@ def test_bad_parameters():
         write_toy_voc("/nonexistent/never", n_train=500)
 
 
+@pytest.mark.slow
 def test_a_toy_set_from_an_older_generator_is_rewritten_with_its_own_settings(tmp_path: Path):
     from omegaconf import OmegaConf
 

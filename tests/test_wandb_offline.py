@@ -273,6 +273,7 @@ def test_cam_panels_show_the_present_classes():
     assert heat[4, 4].sum() > heat[-1, -1].sum()  # hot where the class scores
 
 
+@pytest.mark.slow
 def test_pipeline_sweep_logs_each_setting_as_one_named_group(offline_wandb, toy_root):
     """`ficklenet-pipeline -m model.p=0,0.9 logger=wandb debug=fast` through the
     submitit_local launcher (SLURM's local twin): two whole pipelines, each in its
