@@ -66,6 +66,7 @@ def test_a_running_hydra_is_put_back():
     assert not GlobalHydra.instance().is_initialized()
 
 
+@pytest.mark.slow
 def test_the_same_config_as_the_console_script(tmp_path: Path):
     """``ficklenet-segment --cfg job`` prints the config the app would run with."""
     args = ["experiment=paper_vgg16", "seed=5", "segmenter.grow_fg_prob=0.8"]
