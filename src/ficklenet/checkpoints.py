@@ -15,12 +15,14 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-WRITTEN_BY = {"classify": "ficklenet-classify", "segment": "ficklenet-segment"}
-KIND = {"classify": "FickleNet classifier", "segment": "segmenter"}
-INPUT_OF = {
-    "classify": "ficklenet-localize (classifier.ckpt=...)",
-    "segment": "ficklenet-evaluate (segmenter.ckpt=...)",
-}
+from ficklenet.config.stages import STAGES, readers_of
+
+
+def _input_of(stage: str) -> str | None:
+    """The apps that read ``stage``'s checkpoint, and the key they read it from."""
+    readers = readers_of(stage)
+    apps = dict.fromkeys(f"{spec.command} ({key}=...)" for spec, key in readers)
+    return " or ".join(apps) or None
 
 
 def read_checkpoint(
@@ -37,9 +39,9 @@ def read_checkpoint(
     """
     path = Path(path)
     label = f"{key}={path}" if key else str(path)
+    spec = STAGES[stage]
     wanted = (
-        f"pass the checkpoint written by {WRITTEN_BY[stage]} "
-        "(<run>/checkpoints/best.ckpt or last.ckpt)."
+        f"pass the checkpoint written by {spec.command} (<run>/checkpoints/best.ckpt or last.ckpt)."
     )
     if not path.is_file():
         raise FileNotFoundError(f"{label}: no such file; {wanted}")
@@ -55,12 +57,9 @@ def read_checkpoint(
     config = hparams.get("config") if isinstance(hparams, dict) else None
     if found != stage or not isinstance(config, dict):
         what = f"a {found!r}-stage checkpoint" if found else "not a ficklenet checkpoint"
-        hint = (
-            f" A {found!r}-stage checkpoint is the input of {INPUT_OF[found]}."
-            if (found in INPUT_OF)
-            else ""
-        )
-        raise ValueError(f"{label} is {what}, not a {KIND[stage]} checkpoint: {wanted}{hint}")
+        reader = _input_of(found) if found in STAGES else None
+        hint = f" A {found!r}-stage checkpoint is the input of {reader}." if reader else ""
+        raise ValueError(f"{label} is {what}, not a {spec.checkpoint} checkpoint: {wanted}{hint}")
     return ckpt
 
 

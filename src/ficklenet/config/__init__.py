@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ficklenet.config.schema import register_schemas
+from ficklenet.config.stages import register_schemas
 
 
 def conf_dir() -> Path:

@@ -1,7 +1,8 @@
 """Experiments: named settings for every app, one file each (``conf/experiment/``).
 
 An experiment file lists Hydra overrides: ``shared`` ones, then one list per stage
-(``classify``, ``localize``, ``segment``, ``evaluate``, ``evaluate_crf``). Every
+(:data:`ficklenet.config.stages.STAGES`) and one for ``predict``; ``extends: OTHER``
+starts from another experiment (:func:`load_experiment`). Every
 app reads the same file the same way (:func:`expand_experiment`): ``experiment=NAME``
 on the command line is replaced by the overrides that concern the app, placed
 before the command line's own, which therefore win:
@@ -27,13 +28,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ficklenet.config.schema import Stage  # noqa: E402 - after the docstring's imports
+from ficklenet.config import schema
+from ficklenet.config.stages import STAGES, stage_apps
 
-STAGES: tuple[str, ...] = tuple(Stage.names())
-# The app whose config a stage uses (evaluate_crf is the evaluate app with crf=true).
-STAGE_APP = {"evaluate_crf": "evaluate"}
-# predict is no pipeline stage, but an app an experiment may set too.
-_SECTIONS = ("shared", *STAGES, "predict")
+
+def experiment_sections() -> tuple[str, ...]:
+    """An experiment file's sections: shared, each stage (:data:`STAGES`), and predict
+    (no pipeline stage, but an app an experiment may set too)."""
+    return ("shared", *STAGES, "predict")
 
 
 class ExperimentError(ValueError):
@@ -50,8 +52,12 @@ def available() -> list[str]:
     return sorted(p.stem for p in experiment_dir().glob("*.yaml"))
 
 
-def load_experiment(name: str) -> dict[str, list[str]]:
-    """The experiment's sections as lists of override strings."""
+def load_experiment(name: str, _seen: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """The experiment's sections as lists of override strings.
+
+    ``extends: OTHER`` makes it ``OTHER`` plus its own overrides: section by section,
+    an override of a key ``OTHER`` sets replaces that one in place, any other is added.
+    """
     path = experiment_dir() / f"{name}.yaml"
     if "," in name:
         raise ExperimentError(
@@ -61,20 +67,34 @@ def load_experiment(name: str) -> dict[str, list[str]]:
     if not path.is_file():
         raise ExperimentError(f"experiment={name}: no {path}; choose one of {available()}")
     raw = OmegaConf.load(path)
+    allowed = experiment_sections()
     if not isinstance(raw, DictConfig):
-        raise ExperimentError(f"{path}: expected sections {list(_SECTIONS)}, got a list")
-    unknown = sorted(set(raw.keys()) - set(_SECTIONS))
+        raise ExperimentError(f"{path}: expected sections {list(allowed)}, got a list")
+    unknown = sorted(set(raw.keys()) - set(allowed) - {"extends"})
     if unknown:
-        raise ExperimentError(f"{path}: unknown sections {unknown}; sections are {list(_SECTIONS)}")
+        raise ExperimentError(
+            f"{path}: unknown sections {unknown}; sections are {list(allowed)} and extends"
+        )
+    base: dict[str, list[str]] = {section: [] for section in allowed}
+    parent = raw.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str) or parent in (*_seen, name):
+            raise ExperimentError(
+                f"{path}: `extends` must name one other experiment, without a cycle "
+                f"(got {parent!r} after {list(_seen) + [name]})"
+            )
+        base = load_experiment(parent, (*_seen, name))
     out: dict[str, list[str]] = {}
-    for section in _SECTIONS:
+    for section in allowed:
         items = raw.get(section)
         items = [] if items is None else items
         if not isinstance(items, ListConfig | list) or not all(
             isinstance(i, str) and "=" in i for i in items
         ):
             raise ExperimentError(f"{path}: `{section}` must be a list of key=value overrides")
-        out[section] = [str(i) for i in items]
+        merged = {key_of(o): o for o in base[section]}
+        merged.update({key_of(str(o)): str(o) for o in items})
+        out[section] = list(merged.values())
     return out
 
 
@@ -141,7 +161,13 @@ def concerns(base: DictConfig, override: str) -> bool:
     key = key_of(override)
     if is_group_choice(override):
         return key in base
-    return OmegaConf.select(base, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT
+    # The key exists when its parent is a section holding it (a key the schema leaves
+    # without a value, MISSING, exists too; a section that is None holds nothing).
+    parent, _, last = key.rpartition(".")
+    node = (
+        OmegaConf.select(base, parent, default=_ABSENT, throw_on_missing=False) if parent else base
+    )
+    return isinstance(node, DictConfig) and last in list(node.keys())  # MISSING keys too
 
 
 _ABSENT = object()
@@ -149,15 +175,7 @@ _ABSENT = object()
 
 def base_config(app: str) -> DictConfig:
     """The app's typed schema with its defaults: which keys it has."""
-    from ficklenet.config import schema
-
-    schemas = {
-        "classify": schema.ClassifyConfig,
-        "localize": schema.LocalizeConfig,
-        "segment": schema.SegmentConfig,
-        "evaluate": schema.EvaluateConfig,
-        "predict": schema.PredictConfig,
-    }
+    schemas = {**stage_apps(), "predict": schema.PredictConfig}
     if app not in schemas:
         raise ExperimentError(f"no app {app!r}; apps are {sorted(schemas)} and pipeline")
     return OmegaConf.structured(schemas[app])

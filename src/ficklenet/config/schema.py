@@ -9,17 +9,15 @@ it is what it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields, is_dataclass
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING
+from omegaconf import MISSING
 
 from ficklenet.choices import (
     Aggregate,
     BadInput,
-    CheckpointChoice,
-    Choice,
     CRFBackend,
     Dropout,
     Formula,
@@ -33,15 +31,45 @@ from ficklenet.choices import (
     Unary,
 )
 
+# Roles of a key, stated on its field (``metadata={"roles": ...}``) and read with
+# :func:`keys_with_role`:
+#: Where the work runs and how it is spread, shown and named: never what a stage
+#: computes, so outside a run's record (a rerun elsewhere resumes the same run).
+WHERE_AND_HOW = "where_and_how"
+#: A trainer key ficklenet-pipeline shares with every stage (``trainer.<key>`` at its top).
+SHARED = "shared"
+#: A training budget: only the stages that train depend on it.
+TRAINING = "training"
 
-class Stage(Choice):
-    """The pipeline's stages in order (evaluate_crf: evaluate with the dense CRF)."""
 
-    classify = "classify"
-    localize = "localize"
-    segment = "segment"
-    evaluate = "evaluate"
-    evaluate_crf = "evaluate_crf"
+def role(*roles: str, default: Any = MISSING, default_factory: Any = None) -> Any:
+    """A field with these roles and its default (none given: MISSING, a value every
+    option of the key's config group sets)."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"roles": roles})
+    return field(default=default, metadata={"roles": roles})
+
+
+def keys_with_role(cls: type, wanted: str, prefix: str = "") -> list[str]:
+    """The dotted keys of schema ``cls`` whose field has the role ``wanted``."""
+    out: list[str] = []
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        if wanted in f.metadata.get("roles", ()):
+            out.append(key)
+            continue
+        node = _dataclass_in(hints[f.name])
+        if node is not None:
+            out += keys_with_role(node, wanted, f"{key}.")
+    return out
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), else None."""
+    if get_origin(tp) in (Union, UnionType):
+        tp = next((a for a in get_args(tp) if a is not type(None)), None)
+    return tp if is_dataclass(tp) else None
 
 
 @dataclass
@@ -68,11 +96,14 @@ class ToyConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "toy"
+    """The dataset (``data`` group: toy, voc). Keys without a value here are set by
+    every option of the group, which states each value and why."""
+
+    name: str = MISSING
     # A VOC2012 directory (JPEGImages/, Annotations/, ImageSets/Segmentation/, ...).
-    root: str = "data/toy-voc"
+    root: str = role(WHERE_AND_HOW)
     # Write the toy dataset into `root` when it is missing (toy data only).
-    make_toy_if_missing: bool = False
+    make_toy_if_missing: bool = role(WHERE_AND_HOW)
     toy: ToyConfig = field(default_factory=ToyConfig)
     # Image-level labels for the classifier: VOC's train_aug (10,582 ids).
     train_split: str = "train_aug"
@@ -89,50 +120,52 @@ class DataConfig:
     saliency_dir: str | None = None
     # Semi-supervised segmenter: a split name or .txt id list whose ground truth replaces seeds.
     pixel_labels: str | None = None
-    # Training crop (321 in DSRG / DeepLab-VGG16).
-    crop_size: int = 321
+    # Training crop.
+    crop_size: int = MISSING
     # Random rescale range before cropping.
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
     flip: bool = True
-    batch_size: int = 20
+    batch_size: int = MISSING
     # Validation images are centre padded/cropped to crop_size so a batch stacks.
-    val_batch_size: int = 20
+    val_batch_size: int = MISSING
     # Loader processes per training process; 0 loads in the main process.
-    num_workers: int = 4
+    num_workers: int = role(WHERE_AND_HOW)
     # Pinned host memory speeds host-to-GPU copies; ignored without a GPU.
-    pin_memory: bool = True
+    pin_memory: bool = role(WHERE_AND_HOW, default=True)
 
 
 @dataclass
 class BackboneConfig:
+    """The feature extractor (``backbone`` group: small, vgg16, resnet101); keys
+    without a value here are set by every option, with its reasons."""
+
     # small (toy, CPU), vgg16 (DeepLab-LargeFOV style), resnet101 (dilated).
-    name: str = "small"
+    name: str = MISSING
     # ImageNet weights from torchvision's cache, or `weights`.
-    pretrained: bool = False
+    pretrained: bool = MISSING
     weights: str | None = None
-    # 8 for both paper backbones (321 -> 41); ResNet-101 also allows 16.
-    output_stride: int = 8
+    # Input pixels per feature-map cell (ResNet-101 also allows 16).
+    output_stride: int = MISSING
     # Keep BatchNorm statistics frozen (DeepLab practice with small batches).
     freeze_bn: bool = False
     # FickleNet window s suited to this backbone's feature map (model.kernel_size
-    # follows it): 9 on a 41x41 map [recalled], 3 on the toy 12x12 map.
-    fickle_kernel_size: int = 9
+    # follows it).
+    fickle_kernel_size: int = MISSING
     # Dropout after fc6/fc7 of the DeepLab head on this backbone (segmenter.dropout
-    # follows it): 0.5 official (1024-channel fc6/fc7); the small net's 64-channel
-    # head trains far slower with it (docs/proving_ground.md).
-    head_dropout: float = 0.5
+    # follows it).
+    head_dropout: float = MISSING
 
 
 @dataclass
 class ClassifierModelConfig:
     """FickleNet's head (paper Sec. 3; docs/method.md, section 1)."""
 
-    # Dropout rate; 0 is the deterministic baseline, 0.9 the paper's best (Table 5).
-    p: float = 0.9
-    # s: window of each classifier cell; 9 on a 41x41 map [recalled].
-    kernel_size: int = 9
+    # Dropout rate; 0 is the deterministic baseline (``model`` group: fickle).
+    p: float = MISSING
+    # s: window of each classifier cell.
+    kernel_size: int = MISSING
     # "fickle": centre-preserving spatial dropout; "general": plain dropout (Table 5).
-    dropout: Dropout = Dropout.fickle
+    dropout: Dropout = MISSING
     # Also scale the never-dropped centre of each window by 1/(1-p). The paper does
     # not say; chosen on train like the map formula (experiments/defaults/results.md,
     # docs/method.md).
@@ -141,57 +174,67 @@ class ClassifierModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: OptimizerName = OptimizerName.sgd
-    lr: float = 1e-3
+    """The solver (``optim`` group: adam, sgd, dsrg_sgd); keys without a value here
+    are set by every option, with its reasons."""
+
+    name: OptimizerName = MISSING
+    lr: float = MISSING
+    # SGD's momentum (DeepLab and DSRG: 0.9); unused by adam.
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    # New (randomly initialised) layers learn 10x faster than the pretrained
-    # backbone (DeepLab / DSRG / irn practice).
-    new_layer_lr_mult: float = 10.0
+    weight_decay: float = MISSING
+    # How much faster the new (randomly initialised) layers learn than the backbone.
+    new_layer_lr_mult: float = MISSING
     # poly: lr·(1 - step/total)^power, per step; step: ×gamma every step_size steps.
-    schedule: Schedule = Schedule.poly
+    schedule: Schedule = MISSING
     poly_power: float = 0.9
+    # The step schedule: DSRG's solver, lr ×0.33 every 1000 iterations.
     step_size: int = 1000
     gamma: float = 0.33
 
 
 @dataclass
 class TrainerConfig:
-    """Keys passed to ``lightning.Trainer`` (``trainer/`` group)."""
+    """Keys passed to ``lightning.Trainer`` (``trainer/`` group). Roles: SHARED keys
+    reach every stage from ficklenet-pipeline's top-level ``trainer``; WHERE_AND_HOW
+    keys are outside a run's record; TRAINING keys only matter to the stages that
+    train (classify, segment)."""
 
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: Any = "auto"
-    num_nodes: int = 1
-    max_epochs: int = 10
-    max_steps: int = -1
-    precision: Any = "32-true"
-    log_every_n_steps: int = 10
-    fast_dev_run: Any = False
-    limit_train_batches: Any = 1.0
-    limit_val_batches: Any = 1.0
-    check_val_every_n_epoch: int = 1
-    deterministic: Any = False
-    gradient_clip_val: float | None = None
-    sync_batchnorm: bool = False
-    enable_progress_bar: bool = True
+    # Where and at what precision: set by every option of the trainer group.
+    accelerator: str = role(SHARED, WHERE_AND_HOW)
+    devices: Any = role(SHARED, WHERE_AND_HOW)
+    strategy: Any = role(SHARED, WHERE_AND_HOW)
+    num_nodes: int = role(SHARED, WHERE_AND_HOW, default=1)
+    # Both training stages: on the toy, near convergence (docs/proving_ground.md);
+    # experiment=paper_* set the papers' schedules.
+    max_epochs: int = role(SHARED, TRAINING, default=40)
+    max_steps: int = role(SHARED, TRAINING, default=-1)
+    precision: Any = role(SHARED)
+    log_every_n_steps: int = role(TRAINING, default=10)
+    fast_dev_run: Any = role(SHARED, default=False)
+    limit_train_batches: Any = role(SHARED, TRAINING, default=1.0)
+    limit_val_batches: Any = role(SHARED, default=1.0)
+    check_val_every_n_epoch: int = role(TRAINING, default=1)
+    deterministic: Any = role(SHARED, default=False)
+    gradient_clip_val: float | None = role(TRAINING, default=None)
+    sync_batchnorm: bool = role(SHARED, WHERE_AND_HOW, default=False)
+    enable_progress_bar: bool = role(SHARED, WHERE_AND_HOW, default=True)
     # Batches whose gradients are summed before each optimiser step (each micro-batch
     # draws its own dropout masks); the effective batch is k x data.batch_size.
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = role(TRAINING, default=1)
     # Validate every this many training batches (int) or fraction of an epoch (float);
     # null: once per epoch (check_val_every_n_epoch).
-    val_check_interval: Any = None
+    val_check_interval: Any = role(TRAINING, default=None)
     # Lightning's profiler: null, simple, advanced or pytorch (report in the run dir).
-    profiler: str | None = None
+    profiler: str | None = role(WHERE_AND_HOW, default=None)
     # GPU speed (ignored on CPU). channels_last: NHWC tensors for the convolutions;
     # tf32: TensorFloat-32 matmuls and convolutions (Ampere and later); benchmark:
     # cuDNN autotuning, null = on for training crops unless deterministic, off for
     # whole images of many sizes (localize, evaluate, predict); compile:
     # torch.compile the backbone in place (checkpoints keep their keys).
-    channels_last: bool = False
-    tf32: bool = True
-    benchmark: bool | None = None
-    compile: bool = False
+    channels_last: bool = role(SHARED, default=False)
+    tf32: bool = role(SHARED, default=True)
+    benchmark: bool | None = role(SHARED, default=None)
+    compile: bool = role(SHARED, default=False)
 
 
 @dataclass
@@ -212,8 +255,8 @@ class CallbacksConfig:
 
 @dataclass
 class LoggerConfig:
-    # csv | wandb | tensorboard | none; the same metric names in each.
-    name: LoggerName = LoggerName.csv
+    # csv | wandb | tensorboard | none (the ``logger`` group); the same metric names in each.
+    name: LoggerName = MISSING
     project: str = "ficklenet"
     entity: str | None = None
     # Runs of one sweep share a group (defaults to the sweep directory's name).
@@ -242,22 +285,33 @@ class PipelineInfo:
 
 
 @dataclass
-class ClassifyConfig:
+class StageConfig:
+    """What every stage app holds besides its own settings."""
+
     data: DataConfig = field(default_factory=DataConfig)
+    # Where and in how many processes (trainer.accelerator, devices, num_nodes,
+    # strategy), at what precision, and for the training stages how long.
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Figures and panels go to this logger too (metrics.json always has them).
+    logger: LoggerConfig = role(WHERE_AND_HOW, default_factory=LoggerConfig)
+    # Seeds python, numpy and torch in every process (Lightning seed_everything);
+    # localize: the base of each image's generator seed, so its maps are the same
+    # whatever the order, rank or resume point.
+    seed: int = 0
+    # A short name for this run in loggers; the run directory name otherwise.
+    name: str | None = role(WHERE_AND_HOW, default=None)
+    # The pipeline this run belongs to (set by ficklenet-pipeline; logged).
+    pipeline: PipelineInfo | None = role(WHERE_AND_HOW, default=None)
+
+
+@dataclass
+class ClassifyConfig(StageConfig):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
-    # Seeds python, numpy and torch in every process (Lightning seed_everything).
-    seed: int = 0
     # Resume: a checkpoint path, or "last" for <run dir>/checkpoints/last.ckpt.
-    ckpt_path: str | None = None
-    # A short name for this run in loggers; the run directory name otherwise.
-    name: str | None = None
-    # The pipeline this run belongs to (set by ficklenet-pipeline; logged).
-    pipeline: PipelineInfo | None = None
+    ckpt_path: str | None = role(WHERE_AND_HOW, default=None)
 
 
 @dataclass
@@ -289,8 +343,8 @@ class LocalizeOptions:
     # Stochastic passes per image: 200 in the paper [recalled].
     n: int = 200
     # gradcam: ReLU(sum_k mean(dS/dx_k) x_k); grad_x_act: ReLU(sum_k x_k dS/dx_k).
-    # Chosen on train by the DSRG segmenter trained on the p=0.9 classifier's seeds
-    # (experiments/defaults/results.md; the gap is within one run's noise).
+    # The formula FickleNet p=0.9 chose on train under the recipe
+    # (experiments/recipe/choice.md), as did most classifiers of the ladder.
     formula: Formula = Formula.gradcam
     # How the N max-normalised maps combine: max (union, the paper) or mean.
     aggregate: Aggregate = Aggregate.max
@@ -307,57 +361,35 @@ class LocalizeOptions:
     scales: list[float] = field(default_factory=lambda: [1.0])
     # Also run each scale on the flipped image.
     flip: bool = False
-    # Foreground seed: score >= fg_threshold x the class's max (SEC used 0.2).
-    fg_threshold: float = 0.2
+    # The papers' recipe on the toy (data.saliency_dir=Saliency, its realistic maps):
+    # background where the saliency is below saliency_threshold, foreground where
+    # FickleNet p=0.9's gradcam maps reach fg_threshold of their maximum; both chosen on
+    # train by the coverage-aware seed mIoU (experiments/recipe/choice.md). Without
+    # saliency (data.saliency_dir=null) background is where every class is below
+    # bg_threshold (chosen likewise). experiment=paper_* use SEC's 0.2 and IRN's 0.05.
+    # Foreground seed: score >= fg_threshold x the class's max.
+    fg_threshold: float = 0.15
     # Background seed without saliency: every present class scores below this.
-    bg_threshold: float = 0.05
+    bg_threshold: float = 0.3
     # Background seed with saliency: saliency below this.
-    saliency_threshold: float = 0.1
+    saliency_threshold: float = 0.3
     # Background thresholds swept for the CAM mIoU curve.
     cam_bg_sweep: list[float] = field(
         default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     )
     # Overlay images (image | map | seeds | truth) written for the first ids.
-    overlays: int = 8
+    overlays: int = role(WHERE_AND_HOW, default=8)
     # Replace outputs made with another checkpoint or settings in this run dir.
-    overwrite: bool = False
+    overwrite: bool = role(WHERE_AND_HOW, default=False)
     # Only the first `limit` ids of the split (quick looks); null = all.
     limit: int | None = None
 
 
 @dataclass
-class LocalizeConfig:
+class LocalizeConfig(StageConfig):
     classifier: CheckpointRef = field(default_factory=CheckpointRef)
     model: InferenceModelConfig = field(default_factory=InferenceModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
     localize: LocalizeOptions = field(default_factory=LocalizeOptions)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # Seed and CAM quality go to this logger too (metrics.json always has them).
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    # Base of each image's generator seed (maps are reproducible per image,
-    # whatever the order, rank or resume point).
-    seed: int = 0
-    name: str | None = None
-    pipeline: PipelineInfo | None = None
-
-
-_REGISTERED = False
-
-
-def register_schemas() -> None:
-    """Put the schemas in Hydra's ConfigStore (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    cs = ConfigStore.instance()
-    cs.store(name="classify_schema", node=ClassifyConfig)
-    cs.store(name="make_toy_schema", node=MakeToyConfig)
-    cs.store(name="localize_schema", node=LocalizeConfig)
-    cs.store(name="segment_schema", node=SegmentConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="pipeline_schema", node=PipelineConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
-    _REGISTERED = True
 
 
 __all__ = [
@@ -372,7 +404,6 @@ __all__ = [
     "OptimConfig",
     "ToyConfig",
     "TrainerConfig",
-    "register_schemas",
 ]
 
 
@@ -410,15 +441,16 @@ class SegmenterModelConfig:
 
     # aspp: four branches, dilation 6/12/18/24, logits summed (the official DSRG
     # model); largefov: one branch, dilation 12 (DeepLab-LargeFOV).
-    head: HeadKind = HeadKind.aspp
+    head: HeadKind = MISSING
     # fc6/fc7 channels of each branch; null: 1024 on vgg16 (official), none on
     # resnet101 (DeepLab-v2: one 3x3 conv to the classes per branch), 64 on small.
     width: int | None = None
     # Branch dilations; null: 6/12/18/24 (largefov: 12) for the 41x41 maps of the
     # paper backbones, 1/2/3/4 (largefov: 2) for the small toy backbone's 12x12 maps.
     dilations: list[int] | None = None
-    # Dropout after fc6 and fc7 (official: 0.5).
-    dropout: float = 0.5
+    # Dropout after fc6 and fc7: every option of the segmenter group takes the
+    # backbone's (backbone.head_dropout).
+    dropout: float = MISSING
     # vgg16: start fc6/fc7 from ImageNet fc6/fc7, decimated to 3x3x1024 / 1x1x1024 as
     # DeepLab did (then they train at the base lr; fc8 at 10x).
     init_fc_from_imagenet: bool = True
@@ -439,17 +471,14 @@ class SegmenterModelConfig:
     crf_backend: CRFBackend = CRFBackend.pydensecrf
     # Processes running the training CRF of a batch (20 maps of 41x41 take ~0.25 s
     # on one core); 0 = in the training process; null = the CPUs available, at most 8.
-    crf_workers: int | None = None
+    crf_workers: int | None = role(WHERE_AND_HOW, default=None)
 
 
 @dataclass
-class SegmentConfig:
-    data: DataConfig = field(default_factory=DataConfig)
+class SegmentConfig(StageConfig):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     segmenter: SegmenterModelConfig = field(default_factory=SegmenterModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     # The localize stage's seeds: its run directory (holding seeds/) or a folder of
     # <id>.png index PNGs (255 = unlabelled) for every id of data.train_split.
@@ -458,15 +487,15 @@ class SegmentConfig:
     # Split on which the raw seeds and the trained segmenter are both scored against
     # ground truth (does growing improve on the seeds?); null skips it.
     seed_eval_split: str | None = "train"
-    seed: int = 0
     # Resume: a checkpoint path, or "last" for <run dir>/checkpoints/last.ckpt.
-    ckpt_path: str | None = None
-    name: str | None = None
-    pipeline: PipelineInfo | None = None
+    ckpt_path: str | None = role(WHERE_AND_HOW, default=None)
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(StageConfig):
+    """Under ddp the images are split between the processes and the confusion
+    matrices summed; inference runs in float32."""
+
     # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/last.ckpt).
     segmenter: CheckpointRef = field(default_factory=CheckpointRef)
     # null: the data config stored in the checkpoint (the dataset it was trained on);
@@ -483,24 +512,14 @@ class EvaluateConfig:
     # metrics then hold the mIoU with and without it.
     crf: bool = False
     # CRF processes; null = the CPUs available, at most 8.
-    crf_workers: int | None = None
+    crf_workers: int | None = role(WHERE_AND_HOW, default=None)
     # Palette PNGs <run>/predictions/<id>.png (VOC SegmentationClass format).
-    save_predictions: bool = True
+    save_predictions: bool = role(WHERE_AND_HOW, default=True)
     # Image | ground truth | prediction overlays for the first N images, <run>/overlays/.
-    overlays: int = 8
+    overlays: int = role(WHERE_AND_HOW, default=8)
     batch_size: int = 4
-    num_workers: int = 2
-    # Where and in how many processes: trainer.accelerator (cpu | gpu | auto),
-    # trainer.devices, trainer.num_nodes, trainer.strategy (ddp: the images are
-    # split between the processes and the confusion matrices summed). The other
-    # trainer keys are unused here; inference runs in float32.
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # mIoU (with and without CRF) and per-class IoU go to this logger too.
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    progress: bool = True
-    seed: int = 0
-    name: str | None = None
-    pipeline: PipelineInfo | None = None
+    num_workers: int = role(WHERE_AND_HOW, default=2)
+    progress: bool = role(WHERE_AND_HOW, default=True)
 
 
 @dataclass
@@ -523,82 +542,13 @@ class PredictConfig:
     # A file that cannot be decoded: skip it (named in the log and metrics.json) or stop.
     on_bad_input: BadInput = BadInput.skip
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    progress: bool = True
+    progress: bool = role(WHERE_AND_HOW, default=True)
     seed: int = 0
-    name: str | None = None
-
-
-# The settings ficklenet-pipeline shares with its stages: each stage's copy is an
-# interpolation of the pipeline's top-level key, so `data=voc`, `model.p=0.5` or
-# `trainer=gpu` on the pipeline reach every stage that has the key. The trainer is
-# shared key by key (the keys below; a stage's own value, e.g. classify's
-# trainer.max_epochs from an experiment, replaces the shared one).
-_SHARED_TRAINER_KEYS = (
-    "max_epochs",
-    "max_steps",
-    "channels_last",
-    "tf32",
-    "benchmark",
-    "compile",
-    "accelerator",
-    "devices",
-    "strategy",
-    "num_nodes",
-    "precision",
-    "deterministic",
-    "sync_batchnorm",
-    "enable_progress_bar",
-    "fast_dev_run",
-    "limit_train_batches",
-    "limit_val_batches",
-)
-
-
-def _shared_trainer() -> TrainerConfig:
-    return TrainerConfig(**{k: II(f"trainer.{k}") for k in _SHARED_TRAINER_KEYS})
-
-
-def _shared(stage: type, **extra: Any) -> Any:
-    """A stage's schema whose shared keys interpolate the pipeline's."""
-    keys = {f.name for f in fields(stage)}
-    shared = dict(seed=II("seed"), data=II("data"), logger=II("logger"), trainer=_shared_trainer())
-    if "backbone" in keys:
-        shared["backbone"] = II("backbone")
-    return stage(**{k: v for k, v in shared.items() if k in keys}, **extra)
-
-
-@dataclass
-class PipelineConfig:
-    """``ficklenet-pipeline``: every stage's settings under its name, plus the
-    settings the stages share at the top level (the stages' copies interpolate
-    them; see conf/pipeline.yaml)."""
-
-    classify: ClassifyConfig = field(
-        default_factory=lambda: _shared(ClassifyConfig, model=II("model"))
-    )
-    localize: LocalizeConfig = field(default_factory=lambda: _shared(LocalizeConfig))
-    segment: SegmentConfig = field(default_factory=lambda: _shared(SegmentConfig))
-    evaluate: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
-    evaluate_crf: EvaluateConfig = field(default_factory=lambda: _shared(EvaluateConfig))
-    # Stages to run, in order; a stage whose metrics.json exists is skipped.
-    stages: list[Stage] = field(default_factory=lambda: list(Stage))
-    # last: the end of each training schedule (as the papers report); best: the best
-    # epoch on val, which then is labelled wherever it is reported.
-    checkpoint: CheckpointChoice = CheckpointChoice.last
-    seed: int = 0
-    name: str | None = None
-    # The run directory (Hydra's output directory; unset in --cfg, which runs nothing).
-    run_dir: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str | None = role(WHERE_AND_HOW, default=None)
 
 
 __all__ += [
     "EvaluateConfig",
-    "PipelineConfig",
     "PipelineInfo",
     "SegmentConfig",
     "SegmenterModelConfig",

@@ -45,7 +45,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config import schema
-from ficklenet.config.experiments import STAGE_APP, STAGES
+from ficklenet.config.stages import STAGES
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.metric_names import CAM_BEST_MIOU, CAM_OBJECT_RECALL, MIOU, SEED, VAL_MAP
 from ficklenet.provenance import run_info
@@ -53,14 +53,6 @@ from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import hydra_run_dir
 
 log = logging.getLogger("ficklenet.pipeline")
-
-SCHEMAS: dict[str, type] = {
-    "classify": schema.ClassifyConfig,
-    "localize": schema.LocalizeConfig,
-    "segment": schema.SegmentConfig,
-    "evaluate": schema.EvaluateConfig,
-    "evaluate_crf": schema.EvaluateConfig,
-}
 
 
 def pipeline_name(cfg: DictConfig, run_dir: Path) -> str:
@@ -89,9 +81,9 @@ def stage_configs(cfg: DictConfig, run_dir: Path) -> dict[str, DictConfig]:
         model_dropout=str(cfg.model.dropout),
     )
     out = {}
-    for stage in STAGES:
+    for stage, spec in STAGES.items():
         values = OmegaConf.to_container(cfg[stage], resolve=True)
-        typed = OmegaConf.merge(OmegaConf.structured(SCHEMAS[stage]), values)
+        typed = OmegaConf.merge(OmegaConf.structured(spec.schema), values)
         typed.name = f"{name}/{stage}"
         if typed.logger.group is None:
             typed.logger.group = name
@@ -112,16 +104,16 @@ def needs_own_processes(cfg: DictConfig) -> bool:
 
 def run_stage_command(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
     """Run the stage's own app as a command on its resolved config."""
-    app = STAGE_APP.get(stage, stage)
+    spec = STAGES[stage]
     stage_dir.mkdir(parents=True, exist_ok=True)
-    launch = OmegaConf.create({"defaults": [f"{app}_schema", "_self_"]})
+    launch = OmegaConf.create({"defaults": [f"{spec.app}_schema", "_self_"]})
     launch = OmegaConf.merge(launch, OmegaConf.to_container(cfg, resolve=True))
     with atomic_path(stage_dir / "launch.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(launch))
     cmd = [
         sys.executable,
         "-m",
-        f"ficklenet.tasks.{app}",
+        spec.module,
         f"--config-dir={stage_dir}",
         "--config-name=launch",
         f"hydra.run.dir={stage_dir}",
@@ -150,19 +142,7 @@ def stage_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
-    from ficklenet.tasks.classify import run_classify
-    from ficklenet.tasks.evaluate import run_evaluate
-    from ficklenet.tasks.localize import run_localize
-    from ficklenet.tasks.segment import run_segment
-
-    runner = {
-        "classify": run_classify,
-        "localize": run_localize,
-        "segment": run_segment,
-        "evaluate": run_evaluate,
-        "evaluate_crf": run_evaluate,
-    }[stage]
-    runner(cfg, run_dir=stage_dir)
+    STAGES[stage].runner()(cfg, run_dir=stage_dir)
 
 
 def results(run_dir: Path) -> dict[str, Any]:
@@ -214,7 +194,7 @@ def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint:
         f"Wall time of this invocation: {seconds:.0f} s.",
         "",
     ]
-    for stage in ("localize", "evaluate", "evaluate_crf"):
+    for stage in STAGES:
         overlays = sorted((run_dir / stage / "overlays").glob("*.png"))[:4]
         if overlays:
             lines += [f"## {stage} overlays", ""]

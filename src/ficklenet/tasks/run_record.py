@@ -30,40 +30,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ficklenet.config import schema
+from ficklenet.config.stages import app_schemas, trains
 from ficklenet.files import read_json, write_json
 
 log = logging.getLogger(__name__)
 
 RECORD = "run_record.json"
 
-#: Settings that never change what a stage computes: where things are, how the work
-#: is spread and shown, the run's name and resume pointer, where it logs.
-WHERE_AND_HOW = (
-    "ckpt_path",
-    "name",
-    "pipeline",
-    "logger",
-    "run_info",
-    "progress",
-    "data.root",
-    "data.num_workers",
-    "data.pin_memory",
-    "data.make_toy_if_missing",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "trainer.sync_batchnorm",
-    "trainer.enable_progress_bar",
-    "trainer.profiler",
-    "segmenter.crf_workers",
-    "crf_workers",
-    "num_workers",
-    "localize.overwrite",
-    "localize.overlays",
-    "overlays",
-    "save_predictions",
-)
+#: Keys added to a stage's config at run time (provenance), outside its record.
+RUNTIME_KEYS = ("run_info",)
+
+
+def unrecorded(app: str) -> tuple[str, ...]:
+    """The keys of ``app``'s config outside its run record: those whose field has the
+    role WHERE_AND_HOW (where the work runs and how it is spread, shown and named),
+    and, for an app that does not train, those with the role TRAINING."""
+    cls = app_schemas()[app]
+    keys = schema.keys_with_role(cls, schema.WHERE_AND_HOW)
+    if not trains(app):
+        keys += schema.keys_with_role(cls, schema.TRAINING)
+    return (*RUNTIME_KEYS, *keys)
 
 
 @dataclass(frozen=True)
@@ -72,7 +59,7 @@ class DependsOn:
 
     Attributes:
         only: the config keys (dotted prefixes) that matter; None: every key but
-            :data:`WHERE_AND_HOW`.
+            :func:`unrecorded`'s.
         inputs: fingerprints of the input files (a function of the config).
         outputs: the files and folders an overwrite deletes.
     """
@@ -84,7 +71,8 @@ class DependsOn:
     def record(self, stage: str, cfg: DictConfig) -> dict[str, Any]:
         flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         if self.only is None:
-            settings = {k: v for k, v in flat.items() if not _under(k, WHERE_AND_HOW)}
+            skip = unrecorded(stage)
+            settings = {k: v for k, v in flat.items() if not _under(k, skip)}
         else:
             settings = {k: v for k, v in flat.items() if _under(k, self.only)}
         inputs = self.inputs(cfg) if self.inputs is not None else {}
@@ -163,6 +151,12 @@ def open_run(
     finished = None
     if path.is_file():
         before = read_json(path)
+        if depends_on.only is None:
+            # A record written before a key left the record (a key this stage no
+            # longer depends on) is read as if it never had it.
+            skip = unrecorded(stage)
+            kept = {k: v for k, v in (before.get("settings") or {}).items() if not _under(k, skip)}
+            before = {**before, "settings": kept}
         differ = differences(before, now)
         made = any((run_dir / name).exists() for name in depends_on.outputs)
         if differ and not made:
