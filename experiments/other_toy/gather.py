@@ -18,6 +18,7 @@ from typing import Any
 from ficklenet.analysis.runs import (
     ALL_FIGURES,
     ROW_LABELS,
+    TABLE_FIGURES,
     read_figures,
     seed_folders,
     write_results,
@@ -34,15 +35,6 @@ ROWS: list[tuple[str, str | None]] = [
     ("fickle_0.9", "gradcam"),
 ]
 NAMES = [name for name, _, _ in ALL_FIGURES]
-SHOWN = [
-    "classifier mAP",
-    "seed mIoU",
-    "seed precision",
-    "seed labelled",
-    "CAM object recall",
-    "segmenter mIoU",
-    "segmenter mIoU + CRF",
-]
 
 
 def gather(runs_dir: Path) -> dict[str, Any]:
@@ -70,15 +62,15 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Every setting as chosen on the default toy's `train` (`experiments/recipe/choice.md`).",
         "",
-        "| row | formula | seeds | " + " | ".join(SHOWN) + " |",
-        "|---|---|---|" + "---|" * len(SHOWN),
+        "| row | formula | seeds | " + " | ".join(TABLE_FIGURES) + " |",
+        "|---|---|---|" + "---|" * len(TABLE_FIGURES),
     ]
     for row, formula in ROWS:
         if row not in result["rows"]:
             continue
         summary = result["rows"][row]["summary"]
         n = len(result["rows"][row]["runs"])
-        cells = " | ".join(fmt(summary, name) for name in SHOWN)
+        cells = " | ".join(fmt(summary, name) for name in TABLE_FIGURES)
         lines.append(
             f"| {ROW_LABELS[row]} | {f'`{formula}`' if formula else '–'} | {n} | {cells} |"
         )

@@ -32,7 +32,13 @@ import torch
 from omegaconf import OmegaConf
 from torchmetrics.classification import MultilabelAveragePrecision
 
-from ficklenet.analysis.runs import ROW_LABELS, read_figures, seed_folders, write_results
+from ficklenet.analysis.runs import (
+    ROW_LABELS,
+    TABLE_FIGURES,
+    read_figures,
+    seed_folders,
+    write_results,
+)
 from ficklenet.analysis.stats import SIGNIFICANCE, fmt, paired_on, summarize
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.data.toy import body_style, toy_settings
@@ -46,15 +52,6 @@ FORMULAS = ("gradcam", "grad_x_act")
 LADDER_CELL = "w12_s3_ev0"
 SETTING = re.compile(r"^w(?P<map>\d+)_s(?P<s>\d+)_ev(?P<ev>[0-9.]+)$")
 FLOOR_DRAWS = 200  # random tie-breaks (and random scores) averaged for the floors
-SHOWN = [
-    "classifier mAP",
-    "seed mIoU",
-    "seed precision",
-    "seed labelled",
-    "CAM object recall",
-    "segmenter mIoU",
-    "segmenter mIoU + CRF",
-]
 PAIRED = ["seed mIoU", "CAM object recall", "segmenter mIoU", "segmenter mIoU + CRF"]
 CEILING = ["segmenter mIoU", "segmenter mIoU + CRF"]
 
@@ -180,7 +177,7 @@ def gather_cells(runs_dir: Path, ladder_dir: Path, choice: Path) -> dict[str, An
             continue
         chosen = _chosen(choice_path)
         summary = {
-            row: {f: summarize(r, SHOWN) for f, r in by_formula.items()}
+            row: {f: summarize(r, TABLE_FIGURES) for f, r in by_formula.items()}
             for row, by_formula in runs.items()
         }
         paired: dict[str, Any] = {}
@@ -313,15 +310,15 @@ def markdown(
         "",
         "## Every row (toy val, %; mean ± std over training seeds; * the formula chosen on train)",
         "",
-        "| setting | row | formula | seeds | " + " | ".join(SHOWN) + " |",
-        "|---|---|---|---|" + "---|" * len(SHOWN),
+        "| setting | row | formula | seeds | " + " | ".join(TABLE_FIGURES) + " |",
+        "|---|---|---|---|" + "---|" * len(TABLE_FIGURES),
     ]
     for name, cell in cells.items():
         for row, by_formula in cell["summary"].items():
             for formula, summary in by_formula.items():
                 mark = "*" if cell["chosen"].get(row) == formula else ""
                 n = len(cell["runs"][row][formula])
-                values = " | ".join(fmt(summary, figure) for figure in SHOWN)
+                values = " | ".join(fmt(summary, figure) for figure in TABLE_FIGURES)
                 out.append(
                     f"| {_setting_label(name)} | {ROW_LABELS[row]} | `{formula}`{mark} "
                     f"| {n} | {values} |"

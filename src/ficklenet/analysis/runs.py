@@ -47,6 +47,11 @@ GROWTH_FIGURES: list[tuple[str, str, str]] = [
 # The seeds of train, thresholded as chosen (the pipeline's own localize stage).
 TRAIN_FIGURES: list[tuple[str, str, str]] = [("seed mIoU (train)", "localize", SEED.miou)]
 ALL_FIGURES = WEAK_FIGURES + GROWTH_FIGURES + TRAIN_FIGURES
+# The columns of a study's table of whole pipelines, one row each (other_toy,
+# window_evidence): WEAK_FIGURES but the seed recall and the CAM mIoU.
+TABLE_FIGURES: list[str] = [
+    name for name, _, _ in WEAK_FIGURES if name not in ("seed recall", "CAM mIoU")
+]
 
 ROW_LABELS: dict[str, str] = {
     "supervised": "fully supervised (ceiling)",
