@@ -61,6 +61,21 @@ def _init_classifier(conv: nn.Conv2d) -> None:
     nn.init.zeros_(conv.bias)
 
 
+def _dilations(dilations: Sequence[int]) -> tuple[int, ...]:
+    """A head's dilations, one branch each: at least one."""
+    if not dilations:
+        raise ValueError("a DeepLab head needs at least one dilation")
+    return tuple(int(d) for d in dilations)
+
+
+def _summed(branches: nn.ModuleList, x: Tensor) -> Tensor:
+    """The sum of the branches' logits on ``x``, in branch order (DeepLab's fusion)."""
+    out = branches[0](x)
+    for branch in branches[1:]:
+        out = out + branch(x)
+    return out
+
+
 class DeepLabBranch(nn.Module):
     """fc6 (3×3, dilated) → ReLU → dropout → fc7 (1×1) → ReLU → dropout → fc8 (1×1)."""
 
@@ -110,19 +125,14 @@ class ASPPHead(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        if not dilations:
-            raise ValueError("a DeepLab head needs at least one dilation")
-        self.dilations = tuple(int(d) for d in dilations)
+        self.dilations = _dilations(dilations)
         self.fc_from_imagenet = False
         self.branches = nn.ModuleList(
             DeepLabBranch(in_channels, num_classes, d, width, dropout) for d in self.dilations
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.branches[0](x)
-        for branch in self.branches[1:]:
-            out = out + branch(x)
-        return out
+        return _summed(self.branches, x)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         """fc6/fc7 when they were initialised from ImageNet (else empty)."""
@@ -177,9 +187,7 @@ class ConvASPPHead(nn.Module):
         dilations: Sequence[int] = ASPP_DILATIONS,
     ) -> None:
         super().__init__()
-        if not dilations:
-            raise ValueError("a DeepLab head needs at least one dilation")
-        self.dilations = tuple(int(d) for d in dilations)
+        self.dilations = _dilations(dilations)
         self.convs = nn.ModuleList(
             nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d) for d in self.dilations
         )
@@ -187,10 +195,7 @@ class ConvASPPHead(nn.Module):
             _init_classifier(conv)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.convs[0](x)
-        for conv in self.convs[1:]:
-            out = out + conv(x)
-        return out
+        return _summed(self.convs, x)
 
     def pretrained_parameters(self) -> list[nn.Parameter]:
         return []
