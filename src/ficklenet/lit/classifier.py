@@ -24,7 +24,7 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 from ficklenet.checkpoints import keep_config, rebuild
 from ficklenet.data.classes import NUM_CLASSES
 from ficklenet.lit.optim import build_optimizer
-from ficklenet.lit.panels import cam_panels, log_panels, panels_wanted
+from ficklenet.lit.panels import cam_panels, log_kept_panels, panels_wanted
 from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_LOSS, VAL_MAP, VAL_MAP_BEST
 from ficklenet.models.backbones import backbone_from_config
 from ficklenet.models.fickle import FickleHead
@@ -126,10 +126,7 @@ class FickleClassifier(pl.LightningModule):
         self.log(VAL_MAP_BEST, self.best_map, sync_dist=True)
         self.val_map.reset()
         self.val_f1.reset()
-        if self._panels is not None:
-            images, captions = self._panels
-            self._panels = None
-            log_panels(self.logger, "val/cam", images, self.global_step, captions)
+        log_kept_panels(self, "val/cam")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = STAGE

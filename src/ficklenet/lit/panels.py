@@ -27,6 +27,7 @@ from ficklenet.viz import label_overlay, map_overlay, side_by_side
 
 __all__ = [
     "cam_panels",
+    "log_kept_panels",
     "log_panels",
     "panels_wanted",
     "panel_count",
@@ -82,6 +83,16 @@ def log_panels(
     elif isinstance(logger, TensorBoardLogger):
         for i, image in enumerate(images):
             logger.experiment.add_image(f"{key}/{i}", image, global_step=step, dataformats="HWC")
+
+
+def log_kept_panels(module: Any, key: str) -> None:
+    """At the end of a validation epoch: log under ``key`` the panels a LightningModule
+    kept from its first validation batch (``module._panels``: the images and their
+    captions, or None), and forget them."""
+    kept, module._panels = module._panels, None
+    if kept is not None:
+        images, captions = kept
+        log_panels(module.logger, key, images, module.global_step, captions)
 
 
 @torch.no_grad()

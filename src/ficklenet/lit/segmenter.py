@@ -57,11 +57,7 @@ from ficklenet.dsrg.growing import grow
 from ficklenet.dsrg.losses import balanced_seed_loss, boundary_loss, floored_softmax
 from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.optim import build_optimizer
-from ficklenet.lit.panels import (
-    log_panels,
-    panels_wanted,
-    segmentation_panels,
-)
+from ficklenet.lit.panels import log_kept_panels, panels_wanted, segmentation_panels
 from ficklenet.metric_names import TRAIN_LOSS, TRAIN_SEEDED_FRACTION, VAL_MIOU, VAL_MIOU_BEST
 from ficklenet.metrics import ConfusionMIoU
 from ficklenet.models.deeplab import build_segmenter_net
@@ -246,10 +242,7 @@ class DSRGSegmenter(pl.LightningModule):
         # tells Lightning so.
         self.log(VAL_MIOU, value, prog_bar=True, sync_dist=True)
         self.log(VAL_MIOU_BEST, self.best_miou, sync_dist=True)
-        if self._panels is not None:
-            images, captions = self._panels
-            self._panels = None
-            log_panels(self.logger, "val/segmentation", images, self.global_step, captions)
+        log_kept_panels(self, "val/segmentation")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ficklenet_stage"] = STAGE
