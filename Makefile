@@ -1,11 +1,12 @@
-# The README's two commands: `make pipeline` and `make test`.
+# The README's two commands: `make pipeline` and `make test` (`make test-fast`: the
+# unit tier only, the tests not marked slow, for while you edit).
 # Each creates the virtual environment and installs the package when missing.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ficklenet-installed
 
-.PHONY: install test lint pipeline toy clean-runs constraints
+.PHONY: install test test-fast lint pipeline toy clean-runs constraints
 
 # constraints.txt: the versions the tests passed with, so every install is the same.
 $(STAMP): pyproject.toml constraints.txt
@@ -21,6 +22,11 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Pure functions, references, config composition: no console scripts, no
+# end-to-end trainings (those are marked slow; `make test` runs them too).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 toy: install
 	$(BIN)/ficklenet-make-toy

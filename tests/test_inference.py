@@ -27,6 +27,7 @@ def _images(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarr
     return out
 
 
+@pytest.mark.slow
 def test_the_crf_through_the_pool_is_the_same_pixels_as_inline() -> None:
     pytest.importorskip("pydensecrf")
     items = _images(5, np.random.default_rng(0))

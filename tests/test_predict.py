@@ -66,6 +66,7 @@ def test_a_folder_of_images_gets_one_palette_png_each_at_its_size(segmenter, pho
     assert predict(segmenter, tmp_path / "run", f"input={photos}")["written_now"] == 0
 
 
+@pytest.mark.slow
 def test_predictions_equal_evaluate_on_the_same_images(segmenter, toy_root, tmp_path):
     overrides = ["scales=[0.75,1.0]", "flip=true", "crf=true"]
     predict(segmenter, tmp_path / "pred", "input=val", *overrides)
