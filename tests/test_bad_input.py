@@ -113,6 +113,7 @@ def _assert_stopped_cleanly(run: Path, calls: int, steps: int, stage: str) -> di
     return ckpt
 
 
+@pytest.mark.slow
 def test_classifier_nan_loss_stops_and_keeps_last_good_checkpoint(nan_classify):
     run, error, calls, steps = nan_classify
     message = str(error)
@@ -124,6 +125,7 @@ def test_classifier_nan_loss_stops_and_keeps_last_good_checkpoint(nan_classify):
     assert torch.isfinite(model(torch.randn(1, 3, 64, 64))).all()
 
 
+@pytest.mark.slow
 def test_segmenter_nan_loss_stops_and_keeps_last_good_checkpoint(nan_segment):
     run, error, calls, steps = nan_segment
     message = str(error)
@@ -138,6 +140,7 @@ def test_segmenter_nan_loss_stops_and_keeps_last_good_checkpoint(nan_segment):
 # ---- a checkpoint from the other stage ------------------------------------
 
 
+@pytest.mark.slow
 def test_localize_refuses_a_segmenter_checkpoint(nan_segment, toy_root, tmp_path):
     seg_ckpt = nan_segment[0] / "checkpoints" / "last.ckpt"
     run = tmp_path / "run"
@@ -150,6 +153,7 @@ def test_localize_refuses_a_segmenter_checkpoint(nan_segment, toy_root, tmp_path
     assert not run.exists(), "nothing written for a wrong checkpoint"
 
 
+@pytest.mark.slow
 def test_classifier_refuses_a_segmenter_checkpoint(nan_segment):
     seg_ckpt = nan_segment[0] / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError) as info:
@@ -159,6 +163,7 @@ def test_classifier_refuses_a_segmenter_checkpoint(nan_segment):
     assert "ficklenet-classify" in message and "ficklenet-evaluate" in message
 
 
+@pytest.mark.slow
 def test_segmenter_refuses_a_classifier_checkpoint(nan_classify):
     cls_ckpt = nan_classify[0] / "checkpoints" / "last.ckpt"
     with pytest.raises(ValueError) as info:
@@ -168,6 +173,7 @@ def test_segmenter_refuses_a_classifier_checkpoint(nan_classify):
     assert "ficklenet-segment" in message and "ficklenet-localize" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["classify", "segment"])
 def test_resuming_from_the_other_stages_checkpoint_is_refused_before_writing(
     stage, nan_classify, nan_segment, toy_root, tmp_path
@@ -186,6 +192,7 @@ def test_resuming_from_the_other_stages_checkpoint_is_refused_before_writing(
     assert not (tmp_path / "run").exists(), "nothing may be written for a refused checkpoint"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader", [FickleClassifier, DSRGSegmenter])
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path, nan_classify, loader):
     """A truncated checkpoint (or any non-checkpoint file) names the file."""
@@ -230,6 +237,7 @@ FULL_DISK_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", sorted(FULL_DISK_CASES))
 def test_full_disk_stops_clearly_and_rerun_resumes_identically(
     tmp_path, monkeypatch, toy_root, classifier_ckpt, localize_reference, where
@@ -290,6 +298,7 @@ def test_disk_full_error_names_the_directory(tmp_path, monkeypatch):
     assert not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_resumed_segmenter_refuses_seeds_from_another_classifier(tmp_path, toy_root, toy_seeds):
     import shutil
 

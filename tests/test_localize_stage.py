@@ -72,6 +72,7 @@ def reference_run(tmp_path_factory, toy_root, classifier_ckpt) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_outputs_and_metrics(reference_run, toy_root):
     run = reference_run
     n_train = len((toy_root / "ImageSets/Segmentation/train.txt").read_text().split())
@@ -100,11 +101,13 @@ def test_outputs_and_metrics(reference_run, toy_root):
     assert len(record["inputs"]["classifier_sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_maps(tmp_path, reference_run, toy_root, classifier_ckpt):
     run_localize(_localize_cfg(toy_root, classifier_ckpt), run_dir=tmp_path)
     _assert_same(_outputs(tmp_path), _outputs(reference_run))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_outputs(
     tmp_path, monkeypatch, reference_run, toy_root, classifier_ckpt
 ):
@@ -132,6 +135,7 @@ def test_interrupted_run_resumes_to_identical_outputs(
     _assert_same(_outputs(tmp_path), _outputs(reference_run))
 
 
+@pytest.mark.slow
 def test_batched_images_match_one_at_a_time(tmp_path, reference_run, toy_root, classifier_ckpt):
     """batch_size=1 (each image alone) against groups of 4: the same draws, so the
     maps agree to rounding and the seeds exactly."""
@@ -162,6 +166,7 @@ def _full_and_bf16_mixed(tmp_path, toy_root, classifier_ckpt, formula):
     return full, mixed
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_localizes_close_to_float32(tmp_path, toy_root, classifier_ckpt):
     """trainer.precision=bf16-mixed on CPU: the backbone runs in bf16 under the
     predict loop's autocast, the maps' arithmetic in float32. gradcam draws do
@@ -174,6 +179,7 @@ def test_bf16_mixed_precision_localizes_close_to_float32(tmp_path, toy_root, cla
     assert min(agree) > 0.98, agree
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_runs_grad_x_act(tmp_path, toy_root, classifier_ckpt):
     """grad_x_act under bf16-mixed (its table look-ups used to fail under CPU
     autocast). Its draws are made for the nonzero features only, so where bf16
@@ -186,6 +192,7 @@ def test_bf16_mixed_precision_runs_grad_x_act(tmp_path, toy_root, classifier_ckp
         assert set(np.unique(seeds)) <= {0, 255, *classes}
 
 
+@pytest.mark.slow
 def test_localize_runs_without_cudnn_autotuning(tmp_path, monkeypatch, toy_root, classifier_ckpt):
     """Whole images of many sizes: the stage asks for no autotuning by default
     (ficklenet.lit.processes._backends; tested in test_gpu_paths)."""
@@ -203,6 +210,7 @@ def test_localize_runs_without_cudnn_autotuning(tmp_path, monkeypatch, toy_root,
     assert seen == [True]
 
 
+@pytest.mark.slow
 def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, classifier_ckpt):
     run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=3"), run_dir=tmp_path)
     with pytest.raises(ValueError, match=r"localize\.n: 6 -> 3.*localize.overwrite=true"):
@@ -220,6 +228,7 @@ def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, class
     assert record["settings"]["localize.n"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override,key",
     [
@@ -232,6 +241,7 @@ def test_bad_values_name_the_key(toy_root, classifier_ckpt, tmp_path, override, 
         run_localize(_localize_cfg(toy_root, classifier_ckpt, override), run_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_misspelt_formula_is_refused_when_the_config_is_composed(toy_root, classifier_ckpt):
     from hydra.errors import ConfigCompositionException
 

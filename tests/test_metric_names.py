@@ -47,6 +47,7 @@ def pipeline_run(tmp_path_factory, toy_root) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_table_is_what_the_stages_write(pipeline_run) -> None:
     assert set(pipeline_run) == {"classify", "localize", "segment", "evaluate", "evaluate_crf"}
     for stage, metrics in pipeline_run.items():
@@ -58,6 +59,7 @@ def test_the_table_is_what_the_stages_write(pipeline_run) -> None:
         assert table <= written, (stage, table - written)
 
 
+@pytest.mark.slow
 def test_every_reader_reads_keys_of_the_table(pipeline_run) -> None:
     """The pipeline's report and the studies' figures find every one of their keys."""
     assert all(value != "-" for _, value in results_table(pipeline_run))

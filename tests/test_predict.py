@@ -19,6 +19,8 @@ from ficklenet.tasks.predict import run_predict
 from ficklenet.tasks.segment import run_segment
 from tests.conftest import ENV, compose_config, run_ok, small_toy_overrides
 
+pytestmark = pytest.mark.slow  # each test runs predict on a segmenter a fixture trains
+
 
 @pytest.fixture(scope="module")
 def segmenter(tmp_path_factory, toy_root) -> Path:

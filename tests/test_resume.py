@@ -125,6 +125,7 @@ def test_rerun_of_a_crashed_sweep_skips_finished_jobs_and_resumes_the_other(tmp_
     assert p == 0.5 and json.loads((sweep / "1" / "metrics.json").read_text())["steps"] == 15
 
 
+@pytest.mark.slow
 def test_a_run_directory_with_other_settings_is_refused(tmp_path, toy_root):
     base = [*small_toy_overrides(toy_root), "debug=fast"]
     run_classify(compose_config("classify", base), run_dir=tmp_path)

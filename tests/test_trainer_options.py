@@ -25,6 +25,7 @@ def test_step_seed_without_accumulation_is_the_step_seed_it_always_was():
     assert len({step_seed(5, 3, 1, m) for m in range(4)}) == 4
 
 
+@pytest.mark.slow
 def test_micro_batches_of_one_step_draw_their_own_masks(tmp_path, toy_root, monkeypatch):
     """accumulate_grad_batches=2 with two batches: one optimiser step, two forward
     passes, two different FickleNet mask seeds (the same seed twice before)."""
@@ -48,6 +49,7 @@ def test_micro_batches_of_one_step_draw_their_own_masks(tmp_path, toy_root, monk
     assert len(drawn) == 2 and drawn[0] != drawn[1], drawn
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_training_when_the_metric_stalls(tmp_path, toy_root):
     cfg = compose_config(
         "classify",

@@ -125,6 +125,7 @@ def offline_wandb(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_classify_logs_metrics_config_and_panels_to_offline_wandb(offline_wandb, toy_root):
     run = offline_wandb / "run"
     cfg = compose_config(
@@ -162,6 +163,7 @@ def test_classify_logs_metrics_config_and_panels_to_offline_wandb(offline_wandb,
     assert all(caption for caption in panels[0]["captions"])  # the classes shown
 
 
+@pytest.mark.slow
 def test_classify_logs_panels_to_tensorboard(tmp_path, toy_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -178,6 +180,7 @@ def test_classify_logs_panels_to_tensorboard(tmp_path, toy_root):
     assert image.width > image.height > 0  # image and heat map side by side
 
 
+@pytest.mark.slow
 def test_csv_logger_logs_no_panels(tmp_path, toy_root):
     run = tmp_path / "run"
     cfg = compose_config("classify", [*small_toy_overrides(toy_root), *TINY])
@@ -215,6 +218,7 @@ def test_close_logger_finishes_the_wandb_run_after_a_crash(offline_wandb):
     assert history[0]["val/mAP"] == 0.5
 
 
+@pytest.mark.slow
 def test_segmenter_logs_prediction_and_truth_panels(tmp_path):
     import pytorch_lightning as pl
     import torch
