@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import ficklenet.lit.localizer as localizer_module
 import ficklenet.lit.segmenter as segmenter_module
 import ficklenet.viz as viz_module
 from ficklenet.data.classes import save_index_png
+from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCReader, read_label_png
 from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
@@ -31,7 +33,7 @@ from ficklenet.localization.quality import load_maps
 from ficklenet.tasks.classify import run_classify
 from ficklenet.tasks.localize import run_localize
 from ficklenet.tasks.segment import run_segment
-from tests.conftest import compose_config, small_toy_overrides
+from tests.conftest import BIN, ENV, compose_config, small_toy_overrides
 from tests.test_localize_stage import _assert_same, _localize_overrides, _outputs
 
 NAN = float("nan")
@@ -326,3 +328,98 @@ def test_resumed_segmenter_refuses_seeds_from_another_classifier(tmp_path, toy_r
     )
     with pytest.raises(ValueError, match=r"other settings or inputs.*inputs\.seeds_from"):
         run_segment(compose_config("segment", overrides), run_dir=run)
+
+
+# ---- as the console scripts show them (issue 22, items 3 and 4) ------------
+# One line on stderr, `ficklenet-<app>: <message>`, exit status 1, no traceback;
+# HYDRA_FULL_ERROR=1 shows the traceback.
+
+
+def _script(app: str, args: list[str], cwd: Path, full_error: bool = False):
+    env = {k: v for k, v in ENV.items() if k != "HYDRA_FULL_ERROR"}
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
+    return subprocess.run(
+        [str(BIN / f"ficklenet-{app}"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _one_clean_line(proc, app: str) -> str:
+    """The message: the last line of stderr, with no traceback anywhere."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ficklenet-{app}: "), output[-3000:]
+    return last
+
+
+@pytest.mark.slow
+def test_an_unknown_key_added_with_plus_is_refused_by_the_script(tmp_path):
+    run = tmp_path / "run"
+    proc = _script("classify", ["+modle.p=0.5", f"hydra.run.dir={run}"], tmp_path)
+    last = _one_clean_line(proc, "classify")
+    assert "unknown config key modle.p (did you mean model.p?)" in last
+    assert not (run / "config.yaml").exists() and not (run / "run_info.json").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_checkpoint_is_one_clean_line(tmp_path):
+    missing = tmp_path / "missing.ckpt"
+    args = [f"segmenter.ckpt={missing}", f"hydra.run.dir={tmp_path / 'run'}"]
+    last = _one_clean_line(_script("evaluate", args, tmp_path), "evaluate")
+    assert f"segmenter.ckpt={missing}: no such file" in last
+    assert "pass the checkpoint written by ficklenet-segment" in last
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def _toy_with_a_corrupt_mask(base: Path) -> tuple[Path, Path]:
+    """A tiny toy whose train mask of one image is a truncated PNG (both copies)."""
+    root = write_toy_voc(
+        base / "toy", n_train_aug=20, n_train=20, n_val=20, size=32, saliency="none"
+    )
+    bad = "toy_000003"
+    for folder in ("SegmentationClass", "SegmentationClassAug"):
+        path = root / folder / f"{bad}.png"
+        path.write_bytes(path.read_bytes()[:100])
+    return root, root / "SegmentationClass" / f"{bad}.png"
+
+
+@pytest.mark.slow
+def test_a_corrupt_mask_read_in_a_loader_worker_is_one_clean_line(tmp_path):
+    root, bad = _toy_with_a_corrupt_mask(tmp_path)
+    args = [
+        f"data.root={root}",
+        "data.make_toy_if_missing=false",
+        "data.labels_from=mask",  # the masks are read in the loader workers
+        "data.num_workers=1",
+        "data.crop_size=32",
+        "data.saliency_dir=null",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    proc = _script("classify", [*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    last = _one_clean_line(proc, "classify")
+    assert last == (
+        f"ficklenet-classify: {bad}: cannot decode label mask (OSError: Truncated File "
+        "Read). The file is corrupt or truncated: re-download / re-extract it, or remove "
+        "its id from the split list."
+    )
+    assert "DataLoader worker" not in proc.stderr
+
+    full = _script(
+        "classify", [*args, f"hydra.run.dir={tmp_path / 'full'}"], tmp_path, full_error=True
+    )
+    assert full.returncode == 1
+    assert "Traceback (most recent call last)" in full.stderr
+    assert "Caught VOCDataError in DataLoader worker process 0" in full.stderr
+    assert (
+        full.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"ficklenet.data.voc.VOCDataError: {bad}: cannot decode label mask")
+    )

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config.stages import STAGES, readers_of
+from ficklenet.errors import UserFileNotFoundError, UserValueError
 
 
 def _input_of(stage: str) -> str | None:
@@ -44,11 +45,11 @@ def read_checkpoint(
         f"pass the checkpoint written by {spec.command} (<run>/checkpoints/best.ckpt or last.ckpt)."
     )
     if not path.is_file():
-        raise FileNotFoundError(f"{label}: no such file; {wanted}")
+        raise UserFileNotFoundError(f"{label}: no such file; {wanted}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(
+        raise UserValueError(
             f"{label} could not be read as a checkpoint ({type(exc).__name__}: {exc}); it may "
             f"be truncated or not a checkpoint at all: {wanted}"
         ) from exc
@@ -59,7 +60,9 @@ def read_checkpoint(
         what = f"a {found!r}-stage checkpoint" if found else "not a ficklenet checkpoint"
         reader = _input_of(found) if found in STAGES else None
         hint = f" A {found!r}-stage checkpoint is the input of {reader}." if reader else ""
-        raise ValueError(f"{label} is {what}, not a {spec.checkpoint} checkpoint: {wanted}{hint}")
+        raise UserValueError(
+            f"{label} is {what}, not a {spec.checkpoint} checkpoint: {wanted}{hint}"
+        )
     return ckpt
 
 

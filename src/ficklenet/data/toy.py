@@ -72,6 +72,7 @@ from ficklenet.data.classes import (
     save_palette_png,
 )
 from ficklenet.data.toy_saliency import SALIENCY_LEVELS, render_saliency
+from ficklenet.errors import UserFileExistsError, UserValueError
 
 __all__ = [
     "ToyParams",
@@ -140,24 +141,24 @@ class ToyParams:
         SaliencyQuality.parse(self.saliency, "toy saliency")
         ToyPart.parse(self.part, "toy part")
         if not 0.0 <= self.body_evidence <= 4.0:
-            raise ValueError(
+            raise UserValueError(
                 f"body_evidence must be in [0, 4] (1: a tint as large as the colour "
                 f"jitter), got {self.body_evidence}"
             )
         if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+            raise UserValueError(f"seed must be >= 0, got {self.seed}")
         if self.n_train_aug < NUM_CLASSES or self.n_val < NUM_CLASSES:
-            raise ValueError(
+            raise UserValueError(
                 f"n_train_aug and n_val must be >= {NUM_CLASSES} so every class appears "
                 f"(got {self.n_train_aug}, {self.n_val})"
             )
         if not 1 <= self.n_train <= self.n_train_aug:
-            raise ValueError(
+            raise UserValueError(
                 f"n_train must be in 1..n_train_aug (train is a subset of train_aug), "
                 f"got {self.n_train}"
             )
         if self.size < 32:
-            raise ValueError(f"size must be >= 32 pixels, got {self.size}")
+            raise UserValueError(f"size must be >= 32 pixels, got {self.size}")
 
 
 def part_style(c: int) -> tuple[str, tuple[int, int, int]]:
@@ -273,7 +274,7 @@ def _refuse_foreign_dir(out: Path) -> None:
     if out.exists() and not (out.is_dir() and _read_marker(out) is not None):
         if out.is_dir() and not any(out.iterdir()):
             return
-        raise FileExistsError(
+        raise UserFileExistsError(
             f"{out}: exists and is not a toy VOC dataset (no {TOY_MARKER}); refusing to "
             "overwrite it. Choose another output directory, or delete this one if it really "
             "is disposable."

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ficklenet.choices import LabelsFrom
 from ficklenet.data.classes import CLASS_TO_INDEX, IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from ficklenet.errors import UserError
 
 __all__ = ["VOCDataError", "VOCReader", "read_label_png", "split_file_candidates"]
 
@@ -42,8 +43,9 @@ _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG")
 _SALIENCY_EXTENSIONS = (".png", ".jpg")
 
 
-class VOCDataError(Exception):
-    """A problem with the dataset on disk; the message names the file and the fix."""
+class VOCDataError(UserError):
+    """A problem with the dataset on disk; the message names the file and the fix (an
+    app prints it as one line: :mod:`ficklenet.errors`)."""
 
 
 def split_file_candidates(root: str | os.PathLike[str], split: str) -> list[Path]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ficklenet.choices import OptimizerName, Schedule
+from ficklenet.errors import UserValueError
 
 
 def build_optimizer(
@@ -52,7 +53,7 @@ def build_optimizer(
     total = max(1, int(total_steps)) if total_steps != float("inf") else None
     if schedule == "poly":
         if total is None:
-            raise ValueError(
+            raise UserValueError(
                 "optim.schedule=poly needs a finite number of steps "
                 "(set trainer.max_epochs or trainer.max_steps)"
             )

@@ -54,6 +54,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet101_Weights, VGG16_Weights
 
+from ficklenet.errors import UserError, UserValueError
+
 __all__ = [
     "BACKBONES",
     "register_backbone",
@@ -74,7 +76,7 @@ _STRIPPED_PREFIXES = ("module.", "backbone.")
 _MAX_KEYS_SHOWN = 10
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(UserError, RuntimeError):
     """Weights for a backbone are missing, unreadable or do not fit the network."""
 
 
@@ -207,9 +209,9 @@ class VGG16Backbone(Backbone):
 
     def __init__(self, output_stride: int = 8) -> None:
         if output_stride != 8:
-            raise ValueError(
-                f"vgg16 backbone supports output_stride 8 only (DeepLab-LargeFOV), "
-                f"got {output_stride}"
+            raise UserValueError(
+                f"backbone.output_stride={output_stride}: the vgg16 backbone supports "
+                "output_stride 8 only (DeepLab-LargeFOV)"
             )
         super().__init__(out_channels=512, output_stride=8)
         # Built on the meta device: torchvision's vgg16() would spend seconds
@@ -260,8 +262,9 @@ class ResNet101Backbone(Backbone):
     def __init__(self, output_stride: int = 8, freeze_bn: bool = False) -> None:
         dilate = {8: [False, True, True], 16: [False, False, True]}
         if output_stride not in dilate:
-            raise ValueError(
-                f"resnet101 backbone supports output_stride 8 or 16, got {output_stride}"
+            raise UserValueError(
+                f"backbone.output_stride={output_stride}: the resnet101 backbone supports "
+                "output_stride 8 or 16"
             )
         super().__init__(out_channels=2048, output_stride=output_stride, freeze_bn=freeze_bn)
         net = torchvision.models.resnet101(
@@ -301,7 +304,10 @@ class SmallBackbone(Backbone):
 
     def __init__(self, output_stride: int = 8, width: int = 32, freeze_bn: bool = False) -> None:
         if output_stride != 8:
-            raise ValueError(f"small backbone supports output_stride 8 only, got {output_stride}")
+            raise UserValueError(
+                f"backbone.output_stride={output_stride}: the small backbone supports "
+                "output_stride 8 only"
+            )
         super().__init__(out_channels=4 * width, output_stride=8, freeze_bn=freeze_bn)
         # (in, out, stride, dilation)
         plan = [
@@ -360,7 +366,10 @@ def build_backbone(
             not fit; the message names the path(s) to put the file at.
     """
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+        raise UserValueError(
+            f"backbone.name={name}: unknown backbone; choose from {sorted(BACKBONES)} "
+            "(backbone=<name> picks one with its settings)"
+        )
     # Resolve the file before building, so a missing file fails fast.
     path: Path | None = None
     if weights is not None:

@@ -41,13 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ficklenet.choices import Dropout
+from ficklenet.errors import UserValueError
 
 
 def check_rate(p: float, key: str = "p") -> float:
     """A dropout rate in [0, 1) (0: the deterministic classifier), else a ValueError
     naming ``key``."""
     if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{key}={p}: the dropout rate must be in [0, 1)")
+        raise UserValueError(f"{key}={p}: the dropout rate must be in [0, 1)")
     return float(p)
 
 

@@ -39,6 +39,7 @@ from ficklenet.data.classes import CLASS_NAMES, save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
+from ficklenet.errors import UserValueError
 from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import launch_fabric
@@ -63,15 +64,15 @@ log = logging.getLogger(__name__)
 def validate_evaluate(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
     if not cfg.scales or any(s <= 0 for s in cfg.scales):
-        raise ValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
+        raise UserValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
     for key in ("batch_size",):
         if cfg[key] < 1:
-            raise ValueError(f"{key}={cfg[key]}: must be >= 1")
+            raise UserValueError(f"{key}={cfg[key]}: must be >= 1")
     for key in ("num_workers", "overlays"):
         if cfg[key] < 0:
-            raise ValueError(f"{key}={cfg[key]}: must be >= 0")
+            raise UserValueError(f"{key}={cfg[key]}: must be >= 0")
     if cfg.crf_workers is not None and cfg.crf_workers < 0:
-        raise ValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
+        raise UserValueError(f"crf_workers={cfg.crf_workers}: must be >= 0 (or null)")
 
 
 # Predictions depend on every setting but where and how the work is spread, and on

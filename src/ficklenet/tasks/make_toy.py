@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
-import hydra
 from omegaconf import DictConfig
 
-from ficklenet.config import config_search_path, register_schemas
 from ficklenet.data.toy import write_toy_voc
+from ficklenet.tasks.entry_point import stage_main
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,7 @@ def run_make_toy(cfg: DictConfig) -> str:
     return str(root)
 
 
-register_schemas()
-
-
-@hydra.main(config_path=config_search_path(), config_name="make_toy", version_base="1.3")
-def main(cfg: DictConfig) -> str:
-    return run_make_toy(cfg)
+main = stage_main("make_toy", run_make_toy)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from ficklenet.data.classes import save_palette_png
 from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCDataError, read_rgb_image
+from ficklenet.errors import UserValueError
 from ficklenet.files import atomic_path, write_json
 from ficklenet.lit.processes import launch_fabric
 from ficklenet.tasks.entry_point import stage_main
@@ -64,7 +65,7 @@ VOC_RESULTS = Path("results/VOC2012/Segmentation/comp6_test_cls")
 
 def validate_predict(cfg: DictConfig) -> None:
     if not cfg.scales or any(s <= 0 for s in cfg.scales):
-        raise ValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
+        raise UserValueError(f"scales={list(cfg.scales)}: give one or more positive scales")
 
 
 def list_inputs(cfg: DictConfig, data_cfg: Any) -> list[tuple[str, Path]]:
