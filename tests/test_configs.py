@@ -119,7 +119,9 @@ def test_pretrained_without_weights_says_where_to_put_the_file(tmp_path, monkeyp
     import torch
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    cfg = compose_config("classify", [f"data.root={toy_root}", "backbone=vgg16"])
+    cfg = compose_config(
+        "classify", [f"data.root={toy_root}", "data.make_toy_if_missing=false", "backbone=vgg16"]
+    )
     with pytest.raises(BackboneWeightsError) as info:
         run_classify(cfg, run_dir=tmp_path / "run")
     message = str(info.value)

@@ -61,8 +61,8 @@ def test_a_misspelt_key_inside_a_section_is_refused():
 
 
 def test_an_optional_section_is_checked_when_it_is_set():
-    """evaluate's ``data`` is None unless given; given, its keys are DataConfig's."""
-    assert compose_config("evaluate", DEFAULTS["evaluate"]).data is None
+    """evaluate's ``data`` is typed ``DataConfig | None``: set, its keys are
+    DataConfig's (None is walked past: test_free_form_fields_are_not_walked)."""
     message = _refusal("evaluate", "data=toy", "+data.toy.sise=64")
     assert "data.toy.sise (did you mean data.toy.size?)" in message
 

@@ -42,6 +42,7 @@ def test_segment_then_evaluate(toy_with_seeds: tuple[Path, Path], tmp_path: Path
         "segment",
         f"seeds={localize_run}",
         f"data.root={root}",
+        "data.make_toy_if_missing=false",
         "data.crop_size=64",
         "data.batch_size=8",
         "data.val_batch_size=10",
@@ -98,6 +99,7 @@ def test_segment_then_evaluate(toy_with_seeds: tuple[Path, Path], tmp_path: Path
         f"segmenter.ckpt={ckpt_path}",
         "data=toy",
         f"data.root={root}",
+        "data.make_toy_if_missing=false",
         "scales=[0.75,1.0]",
         "flip=true",
         "crf=true",
@@ -131,6 +133,7 @@ def test_fully_supervised_needs_no_seeds(toy_with_seeds: tuple[Path, Path], tmp_
     root, _ = toy_with_seeds
     common = [
         f"data.root={root}",
+        "data.make_toy_if_missing=false",
         "data.crop_size=64",
         "data.batch_size=8",
         "data.val_batch_size=10",

@@ -9,6 +9,7 @@ Lightning runs once per node, so DDP ranks never race to write it.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,23 +20,18 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
-from ficklenet.data.toy import toy_settings, write_toy_voc
+from ficklenet.data.toy import TOY_MARKER, toy_settings, write_toy_voc
 from ficklenet.data.transforms import EvalTransform, TrainTransform
 from ficklenet.data.voc import VOCDataError, VOCReader
+from ficklenet.errors import UserFileExistsError, UserValueError
+
+log = logging.getLogger(__name__)
 
 
-def ensure_dataset(data_cfg: Any) -> Path:
-    """The dataset root. With ``make_toy_if_missing``, a toy set is written there from
-    ``data.toy`` when none is, and a toy set an older generator made is rewritten
-    with the settings it was made with; an up-to-date toy set is used as it is."""
-    root = Path(str(data_cfg.root)).expanduser()
-    if not data_cfg.make_toy_if_missing:
-        return root
-    made = toy_settings(root)
-    if made is not None and made["current"]:
-        return root
+def toy_params(data_cfg: Any) -> dict[str, Any]:
+    """The toy settings ``data.toy`` asks for, as :func:`write_toy_voc` takes them."""
     toy = data_cfg.toy
-    params = dict(
+    return dict(
         seed=int(toy.seed),
         n_train_aug=int(toy.n_train_aug),
         n_train=int(toy.n_train),
@@ -45,9 +41,68 @@ def ensure_dataset(data_cfg: Any) -> Path:
         part=str(toy.part),
         body_evidence=float(toy.body_evidence),
     )
-    if made is not None:  # outdated: the same set, from the current generator
-        params.update({k: v for k, v in made["params"].items() if k in params})
-    write_toy_voc(root, **params)
+
+
+def check_toy_root(data_cfg: Any) -> dict | None:
+    """With ``make_toy_if_missing``, refuse a ``data.root`` that :func:`ensure_dataset`
+    could not use as asked, before anything is written: a toy set made with other
+    settings than ``data.toy`` asks (the run would silently use other data), or a
+    folder holding something else. Returns :func:`toy_settings` of the root (None:
+    no toy set there). Writes nothing."""
+    root = Path(str(data_cfg.root)).expanduser()
+    if not data_cfg.make_toy_if_missing:
+        return None
+    made = toy_settings(root)
+    if made is None:
+        if root.exists() and not (root.is_dir() and not any(root.iterdir())):
+            raise UserFileExistsError(
+                f"data.root={data_cfg.root}: exists and is not a toy dataset (no "
+                f"{TOY_MARKER}), and data.make_toy_if_missing=true would write the toy "
+                "there. For a VOC directory use data=voc; for the toy choose a data.root "
+                "that does not exist yet (or set data.make_toy_if_missing=false)."
+            )
+        return None
+    asked = toy_params(data_cfg)
+    differ = {k: (made["params"].get(k), v) for k, v in asked.items() if made["params"].get(k) != v}
+    if differ:
+        shown = ", ".join(
+            f"data.toy.{k}={v} (the toy there has {old})" for k, (old, v) in differ.items()
+        )
+        fix = " ".join(f"data.toy.{k}={old}" for k, (old, _) in differ.items())
+        raise UserValueError(
+            f"data.root={data_cfg.root} holds a toy dataset made with other settings: "
+            f"{shown}. Give another data.root for the toy you ask for (it is written "
+            f"there), delete {root} to rewrite it, or use it as it is: {fix}."
+        )
+    return made
+
+
+def ensure_dataset(data_cfg: Any) -> Path:
+    """The dataset root. With ``make_toy_if_missing``, a toy set is written there from
+    ``data.toy`` when the folder does not exist (or is empty), saying so in one log
+    line; a toy set there made with the settings ``data.toy`` asks is used as it is
+    (rewritten with them if an older generator made it), and any other content is
+    refused (:func:`check_toy_root`)."""
+    root = Path(str(data_cfg.root)).expanduser()
+    if not data_cfg.make_toy_if_missing:
+        return root
+    made = check_toy_root(data_cfg)
+    if made is not None and made["current"]:
+        return root
+    if made is not None:
+        log.info(
+            "data.root=%s holds a toy dataset from an older generator; rewriting it with "
+            "the same settings",
+            data_cfg.root,
+        )
+    else:
+        state = "is empty" if root.exists() else "does not exist"
+        log.info(
+            "data.root=%s %s; writing the toy dataset there (data.make_toy_if_missing=true)",
+            data_cfg.root,
+            state,
+        )
+    write_toy_voc(root, **toy_params(data_cfg))
     return root
 
 

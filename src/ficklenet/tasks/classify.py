@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ficklenet.data.datamodule import VOCDataModule
+from ficklenet.data.datamodule import VOCDataModule, check_toy_root
+from ficklenet.errors import UserValueError
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_MAP, VAL_MAP_BEST
@@ -31,9 +32,10 @@ def validate_classify(cfg: DictConfig) -> None:
     when the config is composed); each names the key."""
     check_rate(cfg.model.p, "model.p")
     if cfg.model.kernel_size < 1 or cfg.model.kernel_size % 2 == 0:
-        raise ValueError(
+        raise UserValueError(
             f"model.kernel_size={cfg.model.kernel_size}: must be a positive odd number"
         )
+    check_toy_root(cfg.data)
 
 
 def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:

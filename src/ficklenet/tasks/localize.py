@@ -25,7 +25,8 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from ficklenet.data.datamodule import ensure_dataset, make_reader
+from ficklenet.data.datamodule import check_toy_root, ensure_dataset, make_reader
+from ficklenet.errors import UserFileNotFoundError, UserValueError
 from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
@@ -53,19 +54,20 @@ def validate_localize(cfg: DictConfig) -> None:
     """Value checks the schema's types cannot express; each names the key."""
     settings = cfg.localize
     if settings.n < 1:
-        raise ValueError(f"localize.n={settings.n}: need at least one stochastic pass")
+        raise UserValueError(f"localize.n={settings.n}: need at least one stochastic pass")
     if settings.chunk < 1:
-        raise ValueError(f"localize.chunk={settings.chunk}: must be at least 1")
+        raise UserValueError(f"localize.chunk={settings.chunk}: must be at least 1")
     if settings.batch_size < 1:
-        raise ValueError(f"localize.batch_size={settings.batch_size}: must be at least 1")
+        raise UserValueError(f"localize.batch_size={settings.batch_size}: must be at least 1")
     if settings.memory_mb <= 0:
-        raise ValueError(f"localize.memory_mb={settings.memory_mb}: must be positive")
+        raise UserValueError(f"localize.memory_mb={settings.memory_mb}: must be positive")
     if not settings.scales or min(settings.scales) <= 0:
-        raise ValueError(f"localize.scales={list(settings.scales)}: need positive scales")
+        raise UserValueError(f"localize.scales={list(settings.scales)}: need positive scales")
     if cfg.model.p is not None:
         check_rate(cfg.model.p, "model.p")
+    check_toy_root(cfg.data)
     if not Path(cfg.classifier.ckpt).is_file():
-        raise FileNotFoundError(
+        raise UserFileNotFoundError(
             f"classifier.ckpt={cfg.classifier.ckpt}: no such file. Train one with "
             "ficklenet-classify and pass <run>/checkpoints/last.ckpt."
         )

@@ -30,8 +30,10 @@ from omegaconf import DictConfig
 
 from ficklenet.data.datamodule import (
     SegmentationDataModule,
+    check_toy_root,
     resolve_seed_dir,
 )
+from ficklenet.errors import UserValueError
 from ficklenet.files import existing_path, write_json
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metric_names import TRAIN_LOSS, TRAIN_SEEDED_FRACTION, VAL_MIOU, VAL_MIOU_BEST
@@ -49,20 +51,21 @@ def validate_segment(cfg: DictConfig) -> None:
     seg = cfg.segmenter
     for key in ("grow_fg_prob", "grow_bg_prob"):
         if not 0.0 <= seg[key] <= 1.0:
-            raise ValueError(
+            raise UserValueError(
                 f"segmenter.{key}={seg[key]}: a probability threshold in [0, 1] (1: never grow)"
             )
     for key in ("seed_loss_weight", "boundary_loss_weight"):
         if seg[key] < 0:
-            raise ValueError(f"segmenter.{key}={seg[key]}: must be >= 0")
+            raise UserValueError(f"segmenter.{key}={seg[key]}: must be >= 0")
     check_rate(seg.dropout, "segmenter.dropout")
     if seg.crf_workers is not None and seg.crf_workers < 0:
-        raise ValueError(f"segmenter.crf_workers={seg.crf_workers}: must be >= 0 (or null)")
+        raise UserValueError(f"segmenter.crf_workers={seg.crf_workers}: must be >= 0 (or null)")
     if cfg.seeds is None and not cfg.data.pixel_labels:
-        raise ValueError(
+        raise UserValueError(
             "seeds is not set: give seeds=<localize run dir> to train DSRG on seeds, or "
             "data.pixel_labels=<training split> to train fully supervised on ground truth"
         )
+    check_toy_root(cfg.data)
 
 
 def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
