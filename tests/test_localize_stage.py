@@ -213,11 +213,15 @@ def test_localize_runs_without_cudnn_autotuning(tmp_path, monkeypatch, toy_root,
 @pytest.mark.slow
 def test_other_settings_refuse_to_mix_unless_overwrite(tmp_path, toy_root, classifier_ckpt):
     run_localize(_localize_cfg(toy_root, classifier_ckpt, "localize.limit=3"), run_dir=tmp_path)
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"localize\.n: 6 -> 3.*localize.overwrite=true"):
         run_localize(
             _localize_cfg(toy_root, classifier_ckpt, "localize.limit=3", "localize.n=3"),
             run_dir=tmp_path,
         )
+    # The refused start changed nothing: config.yaml, run_info.json and the record
+    # still describe the run that made the outputs.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == kept
     run_localize(
         _localize_cfg(
             toy_root, classifier_ckpt, "localize.limit=3", "localize.n=3", "localize.overwrite=true"

@@ -3,6 +3,7 @@ place is composed into the pipeline, run by it, and refused where it should be."
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from ficklenet.config.schema import DataConfig, LoggerConfig, PipelineInfo
 from ficklenet.config.stages import STAGES, StageSpec, pipeline_links
 from ficklenet.files import read_json, write_json
 from ficklenet.tasks.pipeline import run_pipeline
+from ficklenet.tasks.run_dir import finish_attempts, prepare_run
+from ficklenet.tasks.run_record import DependsOn, open_run
 
 
 @dataclass
@@ -34,7 +37,18 @@ class TallyConfig:
     pipeline: PipelineInfo | None = None
 
 
+# What the tally's outputs depend on: every setting but where and how; its source's figure.
+TALLY_DEPENDS = DependsOn(
+    inputs=lambda cfg: {"source": read_json(Path(cfg.source) / "metrics.json")},
+    outputs=("metrics.json",),
+)
+
+
 def run_tally(cfg: DictConfig, run_dir: Path) -> None:
+    finished = open_run(Path(run_dir), "tally", cfg, TALLY_DEPENDS).finished
+    if finished is not None:
+        return
+    prepare_run(cfg, Path(run_dir))
     value = read_json(Path(cfg.source) / "metrics.json")["val/mAP"]
     write_json(Path(run_dir) / "metrics.json", {"tally": cfg.factor * value, "seed": cfg.seed})
 
@@ -47,6 +61,7 @@ TALLY = StageSpec(
     reads={"source": "classify"},
     settings={"factor": 2.0},
     checkpoint="tally table",
+    depends_on="tests.test_stage_registry:TALLY_DEPENDS",
 )
 
 
@@ -84,10 +99,23 @@ def test_declared_stage_is_run_by_the_pipeline(tally, tmp_path):
     run_pipeline(cfg, run_dir=run)
     assert read_json(run / "tally" / "metrics.json") == {"tally": 0.5, "seed": 3}
     assert read_json(run / "metrics.json")["tally"]["tally"] == 0.5
-    # Finished: a rerun skips it (its metrics.json exists) rather than running it again.
+    attempts = read_json(run / "tally" / "run_info.json")["attempts"]
+    assert [a["outcome"] for a in attempts] == ["finished"]
+    # Finished with these settings: a rerun reports it again and writes nothing.
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert math.isnan(run_pipeline(cfg, run_dir=run))  # no evaluation: no final figure
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
+    # Other settings: refused before anything is written, naming the stage and the key.
+    other = compose_app("pipeline", ["seed=4", "stages=[tally]"])
+    other.run_dir = str(run)
+    with pytest.raises(ValueError, match=r"\[tally\].*settings.seed: 3 -> 4"):
+        run_pipeline(other, run_dir=run)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
+    # So are other inputs: the figure it read has changed.
     write_json(run / "classify" / "metrics.json", {"val/mAP": 0.4})
-    run_pipeline(cfg, run_dir=run)
-    assert read_json(run / "tally" / "metrics.json")["tally"] == 0.5
+    with pytest.raises(ValueError, match=r"\[tally\].*inputs.source"):
+        run_pipeline(cfg, run_dir=run)
+    finish_attempts("finished")  # close the pipeline's own attempt (the app would)
 
 
 def test_declared_stage_is_refused_where_it_should_be(tally, tmp_path):

@@ -46,6 +46,9 @@ class StageSpec:
             pipeline's checkpoint choice), e.g. ``{"seeds": "localize"}``.
         settings: keys set to these values in the pipeline (what makes the stage).
         checkpoint: what the checkpoint it writes holds (None: it writes none).
+        depends_on: ``"module:name"`` of its
+            :class:`~ficklenet.tasks.run_record.DependsOn`: what its outputs depend on
+            (its run record), which the pipeline checks before skipping it.
     """
 
     name: str
@@ -55,6 +58,7 @@ class StageSpec:
     reads: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    depends_on: str = ""
 
     @property
     def after(self) -> tuple[str, ...]:
@@ -71,8 +75,16 @@ class StageSpec:
         return self.run.split(":", 1)[0]
 
     def runner(self) -> Callable[..., Any]:
-        module, function = self.run.split(":", 1)
-        return getattr(importlib.import_module(module), function)
+        return _load(self.run)
+
+    def dependencies(self) -> Any:
+        """Its ``DependsOn`` (see ``depends_on``)."""
+        return _load(self.depends_on)
+
+
+def _load(ref: str) -> Any:
+    module, name = ref.split(":", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def _ckpt(stage: str) -> str:
@@ -89,6 +101,7 @@ STAGES: dict[str, StageSpec] = {
             schema.ClassifyConfig,
             "ficklenet.tasks.classify:run_classify",
             checkpoint="FickleNet classifier",
+            depends_on="ficklenet.tasks.classify:DEPENDS_ON",
         ),
         StageSpec(
             "localize",
@@ -96,6 +109,7 @@ STAGES: dict[str, StageSpec] = {
             schema.LocalizeConfig,
             "ficklenet.tasks.localize:run_localize",
             reads={"classifier.ckpt": _ckpt("classify")},
+            depends_on="ficklenet.tasks.localize:DEPENDS_ON",
         ),
         StageSpec(
             "segment",
@@ -104,6 +118,7 @@ STAGES: dict[str, StageSpec] = {
             "ficklenet.tasks.segment:run_segment",
             reads={"seeds": "localize"},
             checkpoint="segmenter",
+            depends_on="ficklenet.tasks.segment:DEPENDS_ON",
         ),
         StageSpec(
             "evaluate",
@@ -112,6 +127,7 @@ STAGES: dict[str, StageSpec] = {
             "ficklenet.tasks.evaluate:run_evaluate",
             reads={"segmenter.ckpt": _ckpt("segment")},
             settings={"crf": False},
+            depends_on="ficklenet.tasks.evaluate:SEGMENTER_INPUT",
         ),
         StageSpec(
             "evaluate_crf",
@@ -120,6 +136,7 @@ STAGES: dict[str, StageSpec] = {
             "ficklenet.tasks.evaluate:run_evaluate",
             reads={"segmenter.ckpt": _ckpt("segment")},
             settings={"crf": True},
+            depends_on="ficklenet.tasks.evaluate:SEGMENTER_INPUT",
         ),
     )
 }

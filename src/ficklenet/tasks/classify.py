@@ -38,11 +38,15 @@ def validate_classify(cfg: DictConfig) -> None:
     check_toy_root(cfg.data)
 
 
+# Every setting but where and how it runs; no input file.
+DEPENDS_ON = DependsOn()
+
+
 def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the classifier; return ``val/mAP_best`` (stored, when the run in
     ``run_dir`` finished earlier with these settings)."""
     validate_classify(cfg)
-    run_dir, config, finished = start_training(cfg, run_dir, "classify", DependsOn())
+    run_dir, config, finished = start_training(cfg, run_dir, "classify", DEPENDS_ON)
     if finished is not None:
         return float(finished[VAL_MAP_BEST])
     datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)

@@ -29,6 +29,7 @@ from ficklenet.config.known_keys import check_known_keys
 from ficklenet.config.stages import app_schemas, pipeline_schema
 from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.errors import full_error, user_message
+from ficklenet.tasks.run_dir import finish_attempts
 
 
 def command(app: str) -> str:
@@ -50,8 +51,13 @@ def checked(app: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             schema = app_schema(app)
             if schema is not None:
                 check_known_keys(cfg, schema, app)
-            return run(cfg)
-        except Exception as err:
+            result = run(cfg)
+            finish_attempts("finished")
+            return result
+        except BaseException as err:
+            finish_attempts(f"failed: {type(err).__name__}")
+            if not isinstance(err, Exception):
+                raise
             message = user_message(err)
             if message is None or full_error():
                 raise

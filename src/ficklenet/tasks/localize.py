@@ -44,7 +44,7 @@ from ficklenet.metric_names import (
 )
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run, run_name
+from ficklenet.tasks.run_dir import is_rank_zero, prepare_run, resolve_run_dir, run_name
 from ficklenet.tasks.run_record import DependsOn, file_digest, open_run
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,16 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
     # Load (and so check) the checkpoint before the run directory gets anything:
     # a wrong file must not leave a config or record behind.
     classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt, key="classifier.ckpt")
+    # Other settings in this run directory are refused before anything is written.
+    open_run(
+        resolve_run_dir(run_dir),
+        "localize",
+        cfg,
+        DEPENDS_ON,
+        overwrite=bool(cfg.localize.overwrite),
+        overwrite_key="localize.overwrite",
+        write=is_rank_zero(),
+    )
     run_dir, config = prepare_run(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
@@ -110,16 +120,7 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         use_distributed_sampler=False,
         enable_model_summary=False,
     )
-    if trainer.is_global_zero:
-        open_run(
-            run_dir,
-            "localize",
-            cfg,
-            DEPENDS_ON,
-            overwrite=bool(settings.overwrite),
-            overwrite_key="localize.overwrite",
-        )
-    trainer.strategy.barrier()
+    trainer.strategy.barrier()  # rank 0 has removed outputs of other settings
     done_now, seconds = localize_images(trainer, cfg, classifier, reader, ids, run_dir)
     if not trainer.is_global_zero:
         return float("nan")

@@ -46,11 +46,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config import schema
 from ficklenet.config.stages import STAGES
+from ficklenet.errors import UserValueError
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.metric_names import CAM_BEST_MIOU, CAM_OBJECT_RECALL, MIOU, SEED, VAL_MAP
 from ficklenet.provenance import run_info
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import hydra_run_dir
+from ficklenet.tasks.run_dir import finish_attempts, hydra_run_dir, record_attempt
+from ficklenet.tasks.run_record import RECORD, compare, refusal
 
 log = logging.getLogger("ficklenet.pipeline")
 
@@ -175,9 +177,14 @@ def results_table(res: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint: str) -> str:
+def results_markdown(res: dict[str, Any]) -> str:
+    """:func:`results_table` as a Markdown table."""
     rows = results_table(res)
-    table = "| figure | % |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| figure | % |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint: str) -> str:
+    table = results_markdown(res)
     chosen = (
         "the end of each training schedule (last.ckpt)"
         if checkpoint == "last"
@@ -213,20 +220,28 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
     if run_dir is None:
         run_dir = hydra_run_dir()
         if run_dir is not None and Path(cfg.run_dir).absolute() != run_dir.absolute():
-            raise ValueError(
+            raise UserValueError(
                 f"run_dir={cfg.run_dir} is Hydra's output directory ({run_dir}) and is "
                 f"not set on its own: set hydra.run.dir={cfg.run_dir} instead"
             )
     run_dir = Path(run_dir if run_dir is not None else cfg.run_dir or ".")
     configs = stage_configs(cfg, run_dir.absolute())
+    check_stages(cfg, configs, run_dir)
+    to_run = [s for s in cfg.stages if not (run_dir / s / "metrics.json").is_file()]
+    if not to_run and (run_dir / "metrics.json").is_file():
+        # Finished with these settings: report it again, write nothing.
+        res = read_json(run_dir / "metrics.json")
+        log.info("every stage of %s finished earlier with these settings: nothing to run", run_dir)
+        print(f"\nficklenet pipeline results ({run_dir}):\n\n{results_markdown(res)}\n")
+        return _final(res)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    write_json(run_dir / "run_info.json", run_info())
+    record_attempt(run_dir, run_info())
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for stage in cfg.stages:
         stage_dir = run_dir / stage
-        if (stage_dir / "metrics.json").is_file():
+        if stage not in to_run:
             log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
             continue
         t0 = time.perf_counter()
@@ -234,13 +249,39 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
             run_stage_command(stage, configs[stage], stage_dir)
         else:
             run_stage(stage, configs[stage], stage_dir)
+            finish_attempts("finished", stage_dir)
         log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
     res = results(run_dir)
     write_json(run_dir / "metrics.json", res)
     table = write_report(run_dir, res, time.perf_counter() - start, str(cfg.checkpoint))
     print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
+    return _final(res)
+
+
+def _final(res: dict[str, Any]) -> float:
     final = res.get("evaluate_crf", res.get("evaluate", {})).get(MIOU)
     return float("nan") if final is None else float(final)
+
+
+def check_stages(cfg: DictConfig, configs: dict[str, DictConfig], run_dir: Path) -> None:
+    """Refuse, before anything is written, a run directory whose stages were made with
+    other settings or inputs than this pipeline's (each stage's run record, as the
+    stage itself would check it): a finished stage is skipped only when it is this
+    pipeline's."""
+    refusals = []
+    for stage in cfg.stages:
+        stage_dir = run_dir / stage
+        spec = STAGES[stage]
+        if not (stage_dir / RECORD).is_file():
+            continue
+        try:
+            now, before, differ = compare(stage_dir, spec.app, configs[stage], spec.dependencies())
+        except FileNotFoundError:
+            continue  # an input it read is gone: the stage itself says so if it runs
+        if before is not None and differ:
+            refusals.append(f"[{stage}] " + refusal(stage_dir, stage, before, now, differ))
+    if refusals:
+        raise UserValueError("\n".join(refusals))
 
 
 main = stage_main("pipeline", run_pipeline)

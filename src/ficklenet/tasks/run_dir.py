@@ -9,6 +9,7 @@ number in ``metrics.json`` can always be traced to the code and settings.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.files import atomic_path, write_json
+from ficklenet.errors import UserFileNotFoundError
+from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.provenance import run_info
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,45 @@ def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dic
     if is_rank_zero():
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        write_json(run_dir / "run_info.json", info)
+        record_attempt(run_dir, info)
     config["run_info"] = info
     return run_dir, config
+
+
+# The attempts this process recorded, by run directory: finish_attempts() closes them.
+_OPEN_ATTEMPTS: dict[Path, str] = {}
+
+
+def record_attempt(run_dir: Path, info: dict[str, Any]) -> None:
+    """Add this start to ``run_info.json``: its top level describes the latest attempt
+    (version, commit, command, machine), and ``attempts`` keeps every attempt that ran
+    here (command, time, outcome) instead of replacing them. An outcome stays
+    ``running`` until :func:`finish_attempts` (a crash or a kill leaves it so)."""
+    path = run_dir / "run_info.json"
+    earlier = read_json(path) if path.is_file() else None
+    attempts = list(earlier.get("attempts", [])) if isinstance(earlier, dict) else []
+    if isinstance(earlier, dict) and not attempts:  # written before attempts were kept
+        attempts = [{"command": earlier.get("command"), "started": None, "outcome": "unknown"}]
+    started = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    attempts.append({"command": info.get("command"), "started": started, "outcome": "running"})
+    write_json(path, {**info, "attempts": attempts})
+    _OPEN_ATTEMPTS[run_dir.absolute()] = started
+
+
+def finish_attempts(outcome: str, under: Path | None = None) -> None:
+    """Set the outcome (``finished``, ``failed: ...``) of the attempts this process
+    recorded and has not closed yet (those in ``under`` or below it, when given)."""
+    top = under.absolute() if under is not None else None
+    for run_dir in [d for d in _OPEN_ATTEMPTS if top is None or d == top or top in d.parents]:
+        started = _OPEN_ATTEMPTS.pop(run_dir)
+        path = run_dir / "run_info.json"
+        if not path.is_file():
+            continue
+        info = read_json(path)
+        for attempt in info.get("attempts", []):
+            if attempt.get("started") == started and attempt.get("outcome") == "running":
+                attempt["outcome"] = outcome
+        write_json(path, info)
 
 
 def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -73,14 +111,14 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path == "last" or (ckpt_path is None and last.is_file()):
         if not last.is_file():
-            raise FileNotFoundError(
+            raise UserFileNotFoundError(
                 f"ckpt_path=last but {last} does not exist; run without ckpt_path to start "
                 "fresh or give the checkpoint's path."
             )
         log.info("resuming from %s", last)
         return str(last)
     if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        raise UserFileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return ckpt_path
 
 

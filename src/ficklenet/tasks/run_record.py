@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config import schema
 from ficklenet.config.stages import app_schemas, trains
+from ficklenet.errors import UserValueError
 from ficklenet.files import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -146,32 +147,12 @@ def open_run(
     writes the record (rank 0); the others only check.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    now = depends_on.record(stage, cfg)
+    now, before, differ = compare(run_dir, stage, cfg, depends_on)
     path = run_dir / RECORD
     finished = None
-    if path.is_file():
-        before = read_json(path)
-        if depends_on.only is None:
-            # A record written before a key left the record (a key this stage no
-            # longer depends on) is read as if it never had it.
-            skip = unrecorded(stage)
-            kept = {k: v for k, v in (before.get("settings") or {}).items() if not _under(k, skip)}
-            before = {**before, "settings": kept}
-        differ = differences(before, now)
-        made = any((run_dir / name).exists() for name in depends_on.outputs)
-        if differ and not made:
-            differ = []  # an earlier start that wrote nothing: nothing to mix
+    if before is not None:
         if differ and not overwrite:
-            shown = ", ".join(
-                f"{k}: {_value(before, k)!r} -> {_value(now, k)!r}" for k in differ[:6]
-            )
-            fix = f", or pass {overwrite_key}=true to delete them" if overwrite_key else ""
-            raise ValueError(
-                f"{run_dir} holds a {stage} run made with other settings or inputs ({shown}"
-                f"{', ...' if len(differ) > 6 else ''}; see {path}). Resuming or skipping it "
-                "would mix two experiments: choose another run directory "
-                f"(hydra.run.dir=...){fix}, or delete the folder to start over."
-            )
+            raise UserValueError(refusal(run_dir, stage, before, now, differ, overwrite_key))
         if differ:
             log.warning("%s=true: removing outputs made with other settings", overwrite_key)
             if write:
@@ -186,6 +167,48 @@ def open_run(
     if write:
         write_json(path, now)
     return OpenedRun(run_dir, now, finished)
+
+
+def compare(
+    run_dir: Path, stage: str, cfg: DictConfig, depends_on: DependsOn
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[str]]:
+    """(this start's record, the run directory's record or None, the keys in which
+    they differ), writing nothing. An earlier start that wrote no output differs in
+    nothing: there is nothing to mix."""
+    now = depends_on.record(stage, cfg)
+    path = run_dir / RECORD
+    if not path.is_file():
+        return now, None, []
+    before = read_json(path)
+    if depends_on.only is None:
+        # A record written before a key left the record (a key this stage no
+        # longer depends on) is read as if it never had it.
+        skip = unrecorded(stage)
+        kept = {k: v for k, v in (before.get("settings") or {}).items() if not _under(k, skip)}
+        before = {**before, "settings": kept}
+    differ = differences(before, now)
+    if not any((run_dir / name).exists() for name in depends_on.outputs):
+        differ = []
+    return now, before, differ
+
+
+def refusal(
+    run_dir: Path,
+    stage: str,
+    before: dict[str, Any],
+    now: dict[str, Any],
+    differ: list[str],
+    overwrite_key: str | None = None,
+) -> str:
+    """Why a run directory made with other settings or inputs is refused, and the fixes."""
+    shown = ", ".join(f"{k}: {_value(before, k)!r} -> {_value(now, k)!r}" for k in differ[:6])
+    fix = f", or pass {overwrite_key}=true to delete them" if overwrite_key else ""
+    return (
+        f"{run_dir} holds a {stage} run made with other settings or inputs ({shown}"
+        f"{', ...' if len(differ) > 6 else ''}; see {run_dir / RECORD}). Resuming or skipping "
+        "it would mix two experiments: choose another run directory "
+        f"(hydra.run.dir=...){fix}, or delete the folder to start over."
+    )
 
 
 def _value(record: dict[str, Any], key: str) -> Any:

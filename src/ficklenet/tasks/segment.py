@@ -68,14 +68,20 @@ def validate_segment(cfg: DictConfig) -> None:
     check_toy_root(cfg.data)
 
 
+def _seed_dir(cfg: DictConfig) -> Path | None:
+    return None if cfg.seeds is None else resolve_seed_dir(cfg.seeds)
+
+
+# The seeds are an input: a segmenter resumes only on the seeds it started with.
+DEPENDS_ON = DependsOn(inputs=lambda cfg: {"seeds_from": seed_source(_seed_dir(cfg))})
+
+
 def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the segmenter; return ``val/miou_best`` (stored, when the run in
     ``run_dir`` finished earlier with these settings)."""
     validate_segment(cfg)
-    seed_dir = None if cfg.seeds is None else resolve_seed_dir(cfg.seeds)
-    # The seeds are an input: a segmenter resumes only on the seeds it started with.
-    depends_on = DependsOn(inputs=lambda _: {"seeds_from": seed_source(seed_dir)})
-    run_dir, config, finished = start_training(cfg, run_dir, "segment", depends_on)
+    seed_dir = _seed_dir(cfg)
+    run_dir, config, finished = start_training(cfg, run_dir, "segment", DEPENDS_ON)
     if finished is not None:
         return float(finished[VAL_MIOU_BEST])
     datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
