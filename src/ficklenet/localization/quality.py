@@ -44,6 +44,17 @@ from ficklenet.metrics import (
     seed_scores_from_counts,
 )
 
+#: The one-number figures of :func:`score_localization`, in this order: the seeds'
+#: (mIoU, precision, recall, labelled fraction), the best CAM mIoU, its background
+#: threshold, and the CAM object recall at the seed threshold. The curves and the
+#: per-class seed IoU are tables (:func:`quality_tables`).
+HEADLINE_FIGURES: tuple[str, ...] = (
+    *SEED,
+    CAM_BEST_MIOU,
+    CAM_BEST_BG_THRESHOLD,
+    CAM_OBJECT_RECALL,
+)
+
 
 def load_maps(path: Path) -> tuple[np.ndarray, list[int]]:
     """``maps/<id>.npz`` → (maps float32 (K_present, H, W), class indices 1..20)."""
@@ -128,4 +139,31 @@ def score_localization(
         CAM_BEST_BG_THRESHOLD: best["bg_threshold"],
         CAM_OBJECT_RECALL_CURVE: [{"threshold": t, "recall": r} for t, r in recall.items()],
         CAM_OBJECT_RECALL: recall.get(fg_threshold) if fg_threshold is not None else None,
+    }
+
+
+def quality_tables(
+    quality: dict[str, Any],
+) -> dict[str, tuple[list[str], list[list[Any]], tuple[str, str] | None]]:
+    """The tables of :func:`score_localization`'s result: the CAM mIoU and object-recall
+    curves and the per-class seed IoU, each ``{name: (columns, rows, curve)}`` with
+    ``curve`` the (x, y) columns of a curve, else None; none where no image was scored."""
+    if not quality.get("scored_images"):
+        return {}
+    return {
+        CAM_MIOU_CURVE: (
+            ["bg_threshold", "miou"],
+            [[r["bg_threshold"], r["miou"]] for r in quality[CAM_MIOU_CURVE]],
+            ("bg_threshold", "miou"),
+        ),
+        CAM_OBJECT_RECALL_CURVE: (
+            ["threshold", "recall"],
+            [[r["threshold"], r["recall"]] for r in quality[CAM_OBJECT_RECALL_CURVE]],
+            ("threshold", "recall"),
+        ),
+        SEED_PER_CLASS_IOU: (
+            ["class", "iou"],
+            [[k, v] for k, v in quality[SEED_PER_CLASS_IOU].items()],
+            None,
+        ),
     }

@@ -32,16 +32,8 @@ from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import lightning_trainer, speed_up
-from ficklenet.localization.quality import score_localization
-from ficklenet.metric_names import (
-    CAM_BEST_BG_THRESHOLD,
-    CAM_BEST_MIOU,
-    CAM_MIOU_CURVE,
-    CAM_OBJECT_RECALL,
-    CAM_OBJECT_RECALL_CURVE,
-    SEED,
-    SEED_PER_CLASS_IOU,
-)
+from ficklenet.localization.quality import HEADLINE_FIGURES, quality_tables, score_localization
+from ficklenet.metric_names import SEED
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import is_rank_zero, prepare_run, resolve_run_dir, run_name
@@ -202,10 +194,7 @@ def _log_quality(metrics: dict[str, Any]) -> None:
     log.info(
         "seeds: mIoU %.4f precision %.4f recall %.4f labelled %.3f | CAM best mIoU %.4f "
         "at bg %.2f, object recall %.3f (%d images)",
-        *(metrics[key] for key in SEED),
-        metrics[CAM_BEST_MIOU],
-        metrics[CAM_BEST_BG_THRESHOLD],
-        metrics[CAM_OBJECT_RECALL],
+        *(metrics[key] for key in HEADLINE_FIGURES),
         metrics["scored_images"],
     )
 
@@ -217,30 +206,11 @@ def report_to_logger(
     mIoU and object-recall curves and the per-class seed IoU as tables."""
     logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
     try:
-        keys = (
-            *SEED,
-            CAM_BEST_MIOU,
-            CAM_BEST_BG_THRESHOLD,
-            CAM_OBJECT_RECALL,
-            "images_per_second",
-        )
-        tables = {}
-        if metrics.get("scored_images"):
-            tables = {
-                CAM_MIOU_CURVE: Table(
-                    ["bg_threshold", "miou"],
-                    [[r["bg_threshold"], r["miou"]] for r in metrics[CAM_MIOU_CURVE]],
-                    curve=("bg_threshold", "miou"),
-                ),
-                CAM_OBJECT_RECALL_CURVE: Table(
-                    ["threshold", "recall"],
-                    [[r["threshold"], r["recall"]] for r in metrics[CAM_OBJECT_RECALL_CURVE]],
-                    curve=("threshold", "recall"),
-                ),
-                SEED_PER_CLASS_IOU: Table(
-                    ["class", "iou"], [[k, v] for k, v in metrics[SEED_PER_CLASS_IOU].items()]
-                ),
-            }
+        keys = (*HEADLINE_FIGURES, "images_per_second")
+        tables = {
+            name: Table(columns, rows, curve=curve)
+            for name, (columns, rows, curve) in quality_tables(metrics).items()
+        }
         log_results(logger, {k: metrics.get(k) for k in keys}, tables, run_dir)
     finally:
         close_logger(logger)
