@@ -10,27 +10,51 @@ jobs that a launcher (submitit) runs in other processes.
 ``<id>`` is the sorted overrides reduced to letters, digits and ``._-`` (a path
 that is itself safe to pass back as an override value), shortened when long, plus
 a hash of all of them: two commands that differ in any override never share a
-folder, the same command always does.
+folder, the same command always does. The readable part leaves out the overrides
+that say where or how the work runs (``data.root``, ``logger``, ``debug``,
+``hydra...``: the keys ``conf/hydra/ficklenet.yaml`` keeps out of Hydra's
+``override_dirname``), so the folder, and a stage sweep's wandb group named after
+it, reads as what was swept; the hash still covers them.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
+
+from omegaconf import OmegaConf
 
 _MAX_READABLE = 60
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def sweep_id(overrides: Sequence[str]) -> str:
-    """``["model.p=0,0.5,0.9"]`` → ``model.p-0-0.5-0.9_<8 hex digits>``."""
+    """``["model.p=0,0.5,0.9", "data.root=/x"]`` → ``model.p-0-0.5-0.9_<8 hex digits>``."""
     items = sorted(str(o) for o in overrides)
     digest = hashlib.sha1("\n".join(items).encode()).hexdigest()[:8]
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(items)).strip("-_.")
+    named = [o for o in items if not where_or_how(o)]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(named)).strip("-_.")
     if len(readable) > _MAX_READABLE:
         readable = readable[:_MAX_READABLE].rstrip("-_.")
     return f"{readable}_{digest}" if readable else f"defaults_{digest}"
+
+
+def where_or_how(override: str) -> bool:
+    """Whether an override says where or how the work runs rather than what it
+    computes: a Hydra setting, or a key of ``conf/hydra/ficklenet.yaml``'s
+    ``hydra.job.config.override_dirname.exclude_keys``."""
+    key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+    return key == "hydra" or key.startswith(("hydra.", "hydra/")) or key in _excluded_keys()
+
+
+@functools.cache
+def _excluded_keys() -> frozenset[str]:
+    from ficklenet.config import conf_dir
+
+    hydra_conf = OmegaConf.load(conf_dir() / "hydra" / "ficklenet.yaml")
+    return frozenset(hydra_conf.job.config.override_dirname.exclude_keys)
 
 
 def pin_sweep_dir(argv: Sequence[str], stage: str) -> list[str]:
