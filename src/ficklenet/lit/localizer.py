@@ -192,15 +192,20 @@ class Localizer(pl.LightningModule):
         return xs
 
     @torch.no_grad()
-    def predict_step(self, group: list[dict], batch_idx: int) -> None:
+    def predict_step(self, group: list[dict], batch_idx: int) -> int:
+        """Write the maps and seeds of a group of images; return how many it wrote
+        (Lightning keeps nothing: ``return_predictions=False``)."""
         images = [item["image"].to(self.device) for item in group]
         ids = [item["id"] for item in group]
         # head outputs, 0-based
         classes = [[int(c) for c in torch.nonzero(item["labels"]).flatten()] for item in group]
         maps = self.group_maps(images, ids, classes)
+        written = 0
         for item, image_maps, image_classes in zip(group, maps, classes, strict=True):
             if not is_done(self.run_dir, item["id"]):
                 self._write(item, image_maps, image_classes)
+                written += 1
+        return written
 
     def _write(self, item: dict, maps: np.ndarray, classes: list[int]) -> None:
         """One image's maps, seeds and overlay, seeds last (they mark it done)."""

@@ -107,6 +107,9 @@ def build_logger(logger_cfg: Any, run_dir: Path, name: str, config: dict | None)
             offline=wandb_offline(logger_cfg.get("offline")),
             log_model=bool(logger_cfg.get("log_checkpoints", False)),
         )
+        # Lightning passes wandb.init an `anonymous` setting that this wandb no
+        # longer has (it warns "has no effect"); ours is never set.
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         run = logger.experiment
         if hasattr(run, "define_metric"):
             for metric, summaries in SUMMARIES.items():

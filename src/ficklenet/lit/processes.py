@@ -31,6 +31,8 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
+from ficklenet.lit.quiet import quiet
+
 __all__ = [
     "launch_fabric",
     "lightning_trainer",
@@ -98,6 +100,7 @@ def lightning_trainer(
     """A Lightning Trainer in the configured processes, writing under ``run_dir``;
     ``varying_sizes``: inputs are whole images of many sizes (see :func:`_backends`);
     ``kwargs`` are the stage's own Trainer settings (loop, callbacks, logger)."""
+    quiet()  # before the Trainer: it prints a tip when built
     settings = {**process_settings(trainer_cfg), **_backends(trainer_cfg, varying_sizes)}
     return pl.Trainer(default_root_dir=str(run_dir), **settings, **kwargs)
 
@@ -105,6 +108,7 @@ def lightning_trainer(
 def launch_fabric(trainer_cfg: Any) -> Fabric:
     """Lightning Fabric in the configured processes, launched. Its stages
     (evaluate, predict) run on whole images of many sizes."""
+    quiet()
     switches = _backends(trainer_cfg, varying_sizes=True)
     if switches:
         torch.backends.cudnn.benchmark = switches["benchmark"]

@@ -8,6 +8,7 @@ the classifier and the segmenter, on one CPU or many GPUs. Loggers:
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import Logger
 
 from ficklenet.lit.processes import lightning_trainer, process_settings
+
+log = logging.getLogger(__name__)
 
 
 class SetEpochCallback(Callback):
@@ -64,6 +67,28 @@ class StepSeedCallback(Callback):
         torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank, micro))
 
 
+class LogIntervalCallback(Callback):
+    """Log the training steps at least once an epoch: Lightning's
+    ``log_every_n_steps`` becomes ``min(trainer.log_every_n_steps, the epoch's
+    training batches)`` (after ``trainer.limit_train_batches``), so a short epoch
+    (``debug=fast``, a small dataset) still logs its steps instead of warning that
+    it logs none."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if stage != "fit" or dm is None or trainer.log_every_n_steps < 1:
+            return
+        try:
+            batches = len(dm.train_dataloader())  # this process's share
+        except TypeError:  # an iterable without a length
+            return
+        limit = trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+        if 1 <= batches < trainer.log_every_n_steps:
+            log.debug("logging every %d steps: an epoch has %d batches", batches, batches)
+            trainer.log_every_n_steps = batches
+
+
 def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
     """A 63-bit seed for micro-batch ``micro`` of training step ``step`` on ``rank``
     (SeedSequence mixing; without accumulation every micro index is 0)."""
@@ -85,7 +110,8 @@ def build_trainer(
     by ``monitor`` and ``last.ckpt`` (for resume) after every epoch, each written
     whole or not at all (Lightning saves through an fsspec transaction: a temporary
     file moved into place). Training steps are reseeded from ``seed``
-    (:class:`StepSeedCallback`), so resumed runs match uninterrupted ones.
+    (:class:`StepSeedCallback`), so resumed runs match uninterrupted ones, and
+    logged at least once an epoch (:class:`LogIntervalCallback`).
     ``callbacks_cfg`` (the ``callbacks`` group) adds early stopping on ``monitor``."""
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(kwargs, dict)
@@ -113,6 +139,7 @@ def build_trainer(
         ),
         SetEpochCallback(),
         StepSeedCallback(seed),
+        LogIntervalCallback(),
     ]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
