@@ -7,6 +7,9 @@ whichever of the two wrote it:
 - :func:`load_segmenter` rebuilds the segmenter from its ``ficklenet-segment``
   checkpoint, and :func:`on_device` puts it in eval mode on the process's device
   with the configured ``channels_last``/``compile``;
+- :func:`data_settings` gives the dataset both read: the one stored in the
+  checkpoint, with the ``data.<key>=...`` the command line changes
+  (``conf/data/checkpoint.yaml``), or the one ``data=toy|voc`` states;
 - :func:`image_probs` is DSRG's multi-scale test (Huang et al., CVPR 2018; official
   ``training/tools/test-ms.py``; docs/method.md, "Test"): the logits at each scale
   (and of the flipped image with ``flip``) are brought back to the image
@@ -23,24 +26,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ficklenet.config.schema import DataConfig
 from ficklenet.dsrg.crf import TEST_CRF, crf_pool, default_workers, dense_crf
 from ficklenet.geometry import grid_to_image, resize, scaled_size
 from ficklenet.lit.processes import speed_up
 from ficklenet.lit.segmenter import DSRGSegmenter
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "FROM_CHECKPOINT",
     "TestCRF",
     "crf_labels",
+    "data_settings",
     "image_probs",
     "load_segmenter",
     "on_device",
@@ -52,6 +62,66 @@ def load_segmenter(ckpt: str | Path) -> DSRGSegmenter:
     """The segmenter of a ``ficklenet-segment`` checkpoint (``segmenter.ckpt``), on
     the CPU; any other file is refused with a message that names it."""
     return DSRGSegmenter.from_checkpoint(ckpt, key="segmenter.ckpt")
+
+
+#: The mark of a data key whose value is the checkpoint's (conf/data/checkpoint.yaml).
+FROM_CHECKPOINT = "${from_checkpoint:}"
+
+
+def data_settings(data: DictConfig | None, stored: Any) -> DictConfig:
+    """The data settings evaluate and predict run with (typed by ``DataConfig``).
+
+    ``data`` is the app's ``data`` node: with ``data=checkpoint`` (their default)
+    every key the command line left alone is marked :data:`FROM_CHECKPOINT` and
+    takes its value from ``stored``, the checkpoint's own data settings (a config
+    or a dict), while the keys given (``data.root=...``) keep theirs; ``None``
+    takes ``stored`` whole; a node without marks (``data=toy|voc``) is returned as
+    it is. Keys of ``stored`` the schema no longer has are left out (and logged).
+    """
+    if data is not None and not _marked(data):
+        return data
+    if OmegaConf.is_config(stored):
+        stored = OmegaConf.to_container(stored, resolve=True, enum_to_str=True)
+    stored_values = dict(stored)
+    known = _known(stored_values, DataConfig)
+    unknown = sorted(dict(_leaves(stored_values)).keys() - dict(_leaves(known)).keys())
+    if unknown:
+        log.info("segmenter.ckpt's data settings hold keys no longer used: %s", unknown)
+    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), known)
+    raw = OmegaConf.to_container(data, resolve=False) if data is not None else {}
+    for key, mark in _leaves(raw):
+        if mark != FROM_CHECKPOINT:  # given on the command line
+            value = OmegaConf.select(data, key)
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value, resolve=True)
+            OmegaConf.update(merged, key, value, merge=False)
+    return merged
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested dict."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _marked(data: DictConfig) -> bool:
+    raw = OmegaConf.to_container(data, resolve=False)
+    return any(value == FROM_CHECKPOINT for _, value in _leaves(raw))
+
+
+def _known(values: dict[str, Any], cls: type) -> dict[str, Any]:
+    """``values`` without the keys that schema ``cls`` (and its nested ones) lacks."""
+    hints = get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        nested = isinstance(value, dict) and dataclasses.is_dataclass(hints[key])
+        out[key] = _known(value, hints[key]) if nested else value
+    return out
 
 
 def on_device(model: DSRGSegmenter, device: torch.device | str, trainer_cfg: Any) -> nn.Module:

@@ -137,12 +137,15 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """
     validate_evaluate(cfg)
     model = inference.load_segmenter(cfg.segmenter.ckpt)
+    # The checkpoint's data settings with the data.<key>=... given, or data=toy|voc's:
+    # what runs, and so what config.yaml and the run record show.
+    cfg.data = inference.data_settings(cfg.data, model.cfg.data)
     fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix before writing anything
         open_run(resolve_run_dir(run_dir), "evaluate", cfg, SEGMENTER_INPUT)
     fabric.barrier()
     run_dir, config = prepare_run(cfg, run_dir)
-    data_cfg = cfg.data if cfg.data is not None else model.cfg.data
+    data_cfg = cfg.data
     if fabric.is_global_zero:
         ensure_dataset(data_cfg)
     fabric.barrier()

@@ -108,12 +108,15 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     """Write a palette PNG prediction per input image; return how many were written."""
     validate_predict(cfg)
     model = inference.load_segmenter(cfg.segmenter.ckpt)
+    # The checkpoint's data settings with the data.<key>=... given, or data=toy|voc's:
+    # what runs, and so what config.yaml and the run record show.
+    cfg.data = inference.data_settings(cfg.data, model.cfg.data)
     fabric = launch_fabric(cfg.trainer)
     if fabric.is_global_zero:  # refuse to mix predictions of two settings
         open_run(resolve_run_dir(run_dir), "predict", cfg, PREDICT_DEPENDS_ON)
     fabric.barrier()
     run_dir, _ = prepare_run(cfg, run_dir)
-    data_cfg = cfg.data if cfg.data is not None else model.cfg.data
+    data_cfg = cfg.data
     items = list_inputs(cfg, data_cfg)
     mine = items[fabric.global_rank :: fabric.world_size]
     out_dir = run_dir / "predictions"
