@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from ficklenet.config import conf_dir
 from ficklenet.config.schema import DataConfig
@@ -77,6 +78,12 @@ def test_keys_the_schema_no_longer_has_are_left_out():
     stored["toy"]["retired_too"] = 2
     data = data_settings(compose_config("evaluate", ["segmenter.ckpt=x"]).data, stored)
     assert "retired_key" not in data and "retired_too" not in data.toy
+
+
+def test_another_app_given_data_checkpoint_is_told_what_to_give():
+    cfg = compose_config("classify", ["data=checkpoint"])
+    with pytest.raises(InterpolationResolutionError, match="give data=toy or data=voc"):
+        _ = cfg.data.root
 
 
 @pytest.fixture(scope="module")

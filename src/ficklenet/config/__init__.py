@@ -7,9 +7,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.config.stages import register_schemas
+from ficklenet.errors import UserValueError
 
 
 def conf_dir() -> Path:
@@ -67,6 +68,20 @@ def compose_app(
     finally:
         GlobalHydra.instance().hydra = outer
 
+
+def _from_checkpoint() -> None:
+    """``${from_checkpoint:}``: the mark conf/data/checkpoint.yaml puts on every data
+    key, which evaluate and predict replace by the checkpoint's value
+    (:func:`ficklenet.inference.data_settings`) and never resolve; any other app
+    resolving it was given ``data=checkpoint`` by mistake."""
+    raise UserValueError(
+        "data=checkpoint: only ficklenet-evaluate and ficklenet-predict take the data "
+        "settings from a checkpoint (segmenter.ckpt); give data=toy or data=voc"
+    )
+
+
+if not OmegaConf.has_resolver("from_checkpoint"):
+    OmegaConf.register_new_resolver("from_checkpoint", _from_checkpoint)
 
 _REPO_CONF = Path(__file__).resolve().parents[3] / "conf"
 _PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"
