@@ -84,3 +84,16 @@ def test_other_errors_pass_through(monkeypatch):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(KeyError):
         checked("demo", bug)(None)
+
+
+def test_a_user_error_wrapped_by_a_library_is_shown_as_itself():
+    from omegaconf import OmegaConf
+
+    import ficklenet.config  # noqa: F401 - registers the resolver
+    from ficklenet.errors import UserError, user_message
+
+    cfg = OmegaConf.create({"root": "${from_checkpoint:}"})
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - whatever OmegaConf wraps it in
+        _ = cfg.root
+    assert not isinstance(caught.value, UserError)
+    assert user_message(caught.value).startswith("data=checkpoint: only ficklenet-evaluate")

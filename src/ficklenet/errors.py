@@ -50,12 +50,22 @@ def full_error() -> bool:
 def user_message(error: BaseException) -> str | None:
     """The message to show for ``error`` if it is a :class:`UserError`, else None.
 
-    An error raised in a DataLoader worker reaches the main process re-made by
+    A user error wrapped by a library (in its cause or context) counts as itself. An
+    error raised in a DataLoader worker reaches the main process re-made by
     torch (``ExceptionWrapper.reraise``): the same type, but its message is "Caught
     <type> in DataLoader worker process N." followed by the worker's whole
     traceback. The original message is the text after the traceback's last
     ``<module>.<type>: `` line, and that is what is returned.
     """
+    # A user error raised inside a library that wraps it (an OmegaConf resolver) is
+    # in the chain of the error that arrives (its cause or context).
+    depth = 0
+    while not isinstance(error, UserError) and depth < 8:
+        wrapper = type(error).__module__.startswith("omegaconf")  # re-raises, drops the cause
+        inner = error.__cause__ or (error.__context__ if wrapper else None)
+        if inner is None:
+            break
+        error, depth = inner, depth + 1
     if not isinstance(error, UserError):
         return None
     message = str(error)

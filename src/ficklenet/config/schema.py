@@ -498,8 +498,9 @@ class EvaluateConfig(StageConfig):
 
     # segmenter.ckpt: written by ficklenet-segment (<run>/checkpoints/last.ckpt).
     segmenter: CheckpointRef = field(default_factory=CheckpointRef)
-    # null: the data config stored in the checkpoint (the dataset it was trained on);
-    # `data=voc data.root=...` evaluates elsewhere.
+    # By default (conf/data/checkpoint.yaml) the data settings stored in the checkpoint
+    # (the dataset it was trained on); `data.root=...` alone changes that one key;
+    # `data=voc data.root=...` states every setting anew.
     data: DataConfig | None = None
     # Any split with ground truth (val: 1,449 VOC images).
     split: str = "val"
@@ -530,7 +531,8 @@ class PredictConfig:
     segmenter: CheckpointRef = field(default_factory=CheckpointRef)
     # A folder of images, or the name of a split of the dataset (VOC's test).
     input: str = MISSING
-    # The dataset a split name refers to; null: the one stored in the checkpoint.
+    # The dataset a split name refers to: by default the one stored in the checkpoint
+    # (conf/data/checkpoint.yaml), each `data.<key>=` replacing that key.
     data: DataConfig | None = None
     # As ficklenet-evaluate: input scales whose logits are summed, flip, dense CRF.
     scales: list[float] = field(default_factory=lambda: [1.0])
