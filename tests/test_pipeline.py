@@ -258,3 +258,52 @@ def test_run_dir_is_set_through_hydra_run_dir(tmp_path):
     run_ok([*app, "hydra.run.dir=chosen"], tmp_path, ENV)
     assert (tmp_path / "chosen" / "config.yaml").is_file()
     assert OmegaConf.load(tmp_path / "chosen" / "config.yaml").run_dir == str(tmp_path / "chosen")
+
+
+@pytest.mark.slow
+def test_debug_fast_is_a_smoke_run_of_every_stage_and_says_so(tmp_path, toy_root):
+    """debug=fast: every stage on the first 16 ids of each split (data.limit), a
+    shortened schedule; report.md flags the run and names the overrides."""
+    from tests.conftest import BIN, ENV, run_ok
+
+    run = tmp_path / "smoke"
+    args = [f"data.root={toy_root}", "data.make_toy_if_missing=false", "data.crop_size=64"]
+    run_ok(
+        [str(BIN / "ficklenet-pipeline"), "debug=fast", *args, f"hydra.run.dir={run}"],
+        tmp_path,
+        ENV,
+    )
+    res = json.loads((run / "metrics.json").read_text())
+    assert res["localize"]["images"] == 16  # of the small toy's 40 train_aug ids
+    assert res["evaluate"]["images"] == 16 and res["evaluate_crf"]["images"] == 16  # of 20
+    report = (run / "report.md").read_text()
+    assert "**A debug run (debug=fast)**" in report and "first 16 ids" in report
+    assert "`debug=fast`" in report and f"`data.root={toy_root}`" in report
+    # Rerun as it is: nothing to do, nothing rewritten.
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    run_ok(
+        [str(BIN / "ficklenet-pipeline"), "debug=fast", *args, f"hydra.run.dir={run}"],
+        tmp_path,
+        ENV,
+    )
+    now = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    changed = sorted(str(p.relative_to(run)) for p in now if now[p] != kept.get(p))
+    assert changed in ([], ["pipeline.log"]), changed  # only the log gets a line
+
+
+def test_data_limit_takes_the_first_ids_of_every_split(toy_root):
+    from omegaconf import OmegaConf
+
+    from ficklenet.data.datamodule import make_reader
+    from ficklenet.errors import UserValueError
+    from tests.conftest import compose_config
+
+    data = compose_config("classify", [f"data.root={toy_root}", "data.limit=5"]).data
+    full = make_reader(OmegaConf.merge(data, {"limit": None}), "train_aug")
+    assert make_reader(data, "train_aug").ids == full.ids[:5]
+    assert (
+        make_reader(data, "val").ids
+        == make_reader(OmegaConf.merge(data, {"limit": None}), "val").ids[:5]
+    )
+    with pytest.raises(UserValueError, match="data.limit=0"):
+        make_reader(OmegaConf.merge(data, {"limit": 0}), "val")

@@ -120,6 +120,9 @@ class DataConfig:
     saliency_dir: str | None = None
     # Semi-supervised segmenter: a split name or .txt id list whose ground truth replaces seeds.
     pixel_labels: str | None = None
+    # Only the first `limit` ids of every split a stage reads (the smoke test,
+    # debug=fast); null: all of them.
+    limit: int | None = None
     # Training crop.
     crop_size: int = MISSING
     # Random rescale range before cropping.

@@ -106,8 +106,9 @@ def ensure_dataset(data_cfg: Any) -> Path:
     return root
 
 
-def make_reader(data_cfg: Any, split: str, **overrides: Any) -> VOCReader:
-    """A :class:`VOCReader` for ``split`` with the config's label/mask settings."""
+def make_reader(data_cfg: Any, split: str, limited: bool = True, **overrides: Any) -> VOCReader:
+    """A :class:`VOCReader` for ``split`` with the config's label/mask settings, over
+    the split's first ``data.limit`` ids when that is set and ``limited``."""
     kwargs = dict(
         labels_from=data_cfg.labels_from,
         mask_dirs=list(data_cfg.mask_dirs),
@@ -115,7 +116,13 @@ def make_reader(data_cfg: Any, split: str, **overrides: Any) -> VOCReader:
         include_difficult=data_cfg.include_difficult,
     )
     kwargs.update(overrides)
-    return VOCReader(Path(str(data_cfg.root)).expanduser(), split, **kwargs)
+    reader = VOCReader(Path(str(data_cfg.root)).expanduser(), split, **kwargs)
+    limit = data_cfg.get("limit") if limited else None
+    if limit is None:
+        return reader
+    if int(limit) < 1:
+        raise UserValueError(f"data.limit={limit}: must be at least 1 (or null for every id)")
+    return reader.subset(reader.ids[: int(limit)])
 
 
 def loader_kwargs(data_cfg: Any) -> dict[str, Any]:
@@ -251,7 +258,7 @@ def pixel_label_ids(data_cfg: Any) -> list[str]:
     name = data_cfg.get("pixel_labels")
     if not name:
         return []
-    return make_reader(data_cfg, str(name), check=False).ids
+    return make_reader(data_cfg, str(name), limited=False, check=False).ids
 
 
 def pad_collate(items: list[dict]) -> dict[str, Any]:

@@ -183,7 +183,41 @@ def results_markdown(res: dict[str, Any]) -> str:
     return "| figure | % |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint: str) -> str:
+def settings_lines(cfg: DictConfig) -> list[str]:
+    """What made this run, for its report: the overrides of the defaults (Hydra's,
+    an experiment already expanded into them) and, for a smoke run, a warning."""
+    overrides: list[str] | None = None
+    debug = None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        debug = hydra_cfg.runtime.choices.get("debug")
+    lines = []
+    if debug or cfg.data.get("limit") is not None:
+        limit = cfg.data.get("limit")
+        lines += [
+            f"**A debug run{f' (debug={debug})' if debug else ''}**: every stage saw "
+            + (f"only the first {limit} ids of each split" if limit else "every id")
+            + " with a shortened schedule; its figures check the plumbing, not the method.",
+            "",
+        ]
+    if overrides is None:
+        lines.append("Settings: composed outside a command line (see `config.yaml`).")
+    elif overrides:
+        shown = " ".join(f"`{o}`" for o in overrides)
+        lines.append(f"Settings that differ from the defaults: {shown} (all: `config.yaml`).")
+    else:
+        lines.append("Settings: the defaults (all of them: `config.yaml`).")
+    return [*lines, ""]
+
+
+def write_report(
+    run_dir: Path,
+    res: dict[str, Any],
+    seconds: float,
+    checkpoint: str,
+    settings: list[str] | None = None,
+) -> str:
     table = results_markdown(res)
     chosen = (
         "the end of each training schedule (last.ckpt)"
@@ -194,6 +228,7 @@ def write_report(run_dir: Path, res: dict[str, Any], seconds: float, checkpoint:
     lines = [
         f"# ficklenet pipeline: {run_dir}",
         "",
+        *(settings or []),
         table,
         "",
         f"Checkpoints passed between stages: {chosen}.",
@@ -253,7 +288,8 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
         log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
     res = results(run_dir)
     write_json(run_dir / "metrics.json", res)
-    table = write_report(run_dir, res, time.perf_counter() - start, str(cfg.checkpoint))
+    seconds = time.perf_counter() - start
+    table = write_report(run_dir, res, seconds, str(cfg.checkpoint), settings_lines(cfg))
     print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
     return _final(res)
 
