@@ -29,7 +29,7 @@ from ficklenet.config.known_keys import check_known_keys
 from ficklenet.config.stages import app_schemas, pipeline_schema
 from ficklenet.config.sweeps import pin_sweep_dir
 from ficklenet.errors import full_error, user_message
-from ficklenet.tasks.run_dir import finish_attempts
+from ficklenet.tasks.run_dir import finish_attempts, held_locks
 
 
 def command(app: str) -> str:
@@ -51,7 +51,8 @@ def checked(app: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             schema = app_schema(app)
             if schema is not None:
                 check_known_keys(cfg, schema, app)
-            result = run(cfg)
+            with held_locks():
+                result = run(cfg)
             finish_attempts("finished")
             return result
         except BaseException as err:

@@ -51,7 +51,13 @@ from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.metric_names import CAM_BEST_MIOU, CAM_OBJECT_RECALL, MIOU, SEED, VAL_MAP
 from ficklenet.provenance import run_info
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import finish_attempts, hydra_run_dir, record_attempt
+from ficklenet.tasks.run_dir import (
+    finish_attempts,
+    held_locks,
+    hydra_run_dir,
+    record_attempt,
+    take_lock,
+)
 from ficklenet.tasks.run_record import RECORD, compare, refusal
 
 log = logging.getLogger("ficklenet.pipeline")
@@ -144,7 +150,8 @@ def stage_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
-    STAGES[stage].runner()(cfg, run_dir=stage_dir)
+    with held_locks():  # the stage directory is free again once the stage ends
+        STAGES[stage].runner()(cfg, run_dir=stage_dir)
 
 
 def results(run_dir: Path) -> dict[str, Any]:
@@ -270,6 +277,7 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
         print(f"\nficklenet pipeline results ({run_dir}):\n\n{results_markdown(res)}\n")
         return _final(res)
     run_dir.mkdir(parents=True, exist_ok=True)
+    take_lock(run_dir)
     start = time.perf_counter()
     record_attempt(run_dir, run_info())
     with atomic_path(run_dir / "config.yaml") as tmp:

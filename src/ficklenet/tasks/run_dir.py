@@ -8,7 +8,13 @@ number in ``metrics.json`` can always be traced to the code and settings.
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ficklenet.errors import UserFileNotFoundError
+from ficklenet.errors import UserFileExistsError, UserFileNotFoundError
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.provenance import run_info
 
@@ -67,6 +73,93 @@ def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dic
         record_attempt(run_dir, info)
     config["run_info"] = info
     return run_dir, config
+
+
+#: The file a run holds while it writes into its run directory.
+LOCK = "run.lock"
+# The run directories this process holds (released when it exits).
+_HELD: set[Path] = set()
+
+
+def take_lock(run_dir: Path) -> None:
+    """Refuse a second run writing into ``run_dir`` at the same time.
+
+    The lock (``run.lock``: pid, host, SLURM job) is taken atomically and released
+    when this process exits. A lock left by a process that is gone (killed: the same
+    host, a dead pid) or by an earlier start of the same SLURM job (a requeue) is
+    taken over; one held by a live process, or by another host's that cannot be
+    checked, is refused with the fix.
+    """
+    run_dir = run_dir.absolute()
+    if run_dir in _HELD:
+        return
+    path = run_dir / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None or _abandoned(holder, me):
+                path.unlink(missing_ok=True)
+                continue
+            job = f", SLURM job {holder['job']}" if holder.get("job") else ""
+            raise UserFileExistsError(
+                f"{run_dir} is being written by another run (pid {holder.get('pid')} on "
+                f"{holder.get('host')}{job}): wait for it to end or choose another run "
+                f"directory (hydra.run.dir=...). If that run is gone, delete {path}."
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        if not _HELD:
+            atexit.register(release_locks)
+        _HELD.add(run_dir)
+        return
+    raise UserFileExistsError(f"{path}: could not be taken; delete it if no run is writing there")
+
+
+@contextmanager
+def held_locks() -> Iterator[None]:
+    """Release, when the block ends, the locks taken inside it (a stage's run)."""
+    before = set(_HELD)
+    try:
+        yield
+    finally:
+        release_locks(set(_HELD) - before)
+
+
+def release_locks(run_dirs: set[Path] | None = None) -> None:
+    """Remove the locks this process holds (all of them at exit)."""
+    for run_dir in list(_HELD if run_dirs is None else run_dirs):
+        path = run_dir / LOCK
+        holder = _lock_holder(path)
+        if holder is not None and holder.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+        _HELD.discard(run_dir)
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # gone, or half-written by a start that died: not a holder
+
+
+def _abandoned(holder: dict[str, Any], me: dict[str, Any]) -> bool:
+    if holder.get("job") and holder.get("job") == me["job"]:
+        return True  # an earlier start of this SLURM job: requeued after preemption
+    if holder.get("host") != me["host"]:
+        return False  # another machine's process: it cannot be checked from here
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid == me["pid"]:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 # The attempts this process recorded, by run directory: finish_attempts() closes them.

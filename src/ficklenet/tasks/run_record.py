@@ -34,6 +34,7 @@ from ficklenet.config import schema
 from ficklenet.config.stages import app_schemas, trains
 from ficklenet.errors import UserValueError
 from ficklenet.files import read_json, write_json
+from ficklenet.tasks.run_dir import take_lock
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,11 @@ def open_run(
     now, before, differ = compare(run_dir, stage, cfg, depends_on)
     path = run_dir / RECORD
     finished = None
+    if before is not None and differ and not overwrite:
+        raise UserValueError(refusal(run_dir, stage, before, now, differ, overwrite_key))
+    if write:
+        take_lock(run_dir)  # before removing or writing anything: one run at a time
     if before is not None:
-        if differ and not overwrite:
-            raise UserValueError(refusal(run_dir, stage, before, now, differ, overwrite_key))
         if differ:
             log.warning("%s=true: removing outputs made with other settings", overwrite_key)
             if write:
