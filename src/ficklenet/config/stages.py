@@ -91,6 +91,19 @@ def _ckpt(stage: str) -> str:
     return f"{stage}/checkpoints/${{checkpoint}}.ckpt"
 
 
+def _evaluation(name: str, crf: bool) -> StageSpec:
+    """The evaluate app on the segmenter's checkpoint, without or with the dense CRF."""
+    return StageSpec(
+        name,
+        "evaluate",
+        schema.EvaluateConfig,
+        "ficklenet.tasks.evaluate:run_evaluate",
+        reads={"segmenter.ckpt": _ckpt("segment")},
+        settings={"crf": crf},
+        depends_on="ficklenet.tasks.evaluate:SEGMENTER_INPUT",
+    )
+
+
 # In pipeline order.
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -120,24 +133,8 @@ STAGES: dict[str, StageSpec] = {
             checkpoint="segmenter",
             depends_on="ficklenet.tasks.segment:DEPENDS_ON",
         ),
-        StageSpec(
-            "evaluate",
-            "evaluate",
-            schema.EvaluateConfig,
-            "ficklenet.tasks.evaluate:run_evaluate",
-            reads={"segmenter.ckpt": _ckpt("segment")},
-            settings={"crf": False},
-            depends_on="ficklenet.tasks.evaluate:SEGMENTER_INPUT",
-        ),
-        StageSpec(
-            "evaluate_crf",
-            "evaluate",
-            schema.EvaluateConfig,
-            "ficklenet.tasks.evaluate:run_evaluate",
-            reads={"segmenter.ckpt": _ckpt("segment")},
-            settings={"crf": True},
-            depends_on="ficklenet.tasks.evaluate:SEGMENTER_INPUT",
-        ),
+        _evaluation("evaluate", crf=False),
+        _evaluation("evaluate_crf", crf=True),
     )
 }
 
