@@ -27,3 +27,27 @@ def test_attempts_are_kept_with_their_outcomes(tmp_path):
     assert read_json(tmp_path / "run_info.json")["attempts"][2]["outcome"] == "finished"
     finish_attempts("failed: again")  # closed attempts stay as they are
     assert read_json(tmp_path / "run_info.json")["attempts"][2]["outcome"] == "finished"
+
+
+def test_a_sweep_job_is_named_by_what_it_sweeps(tmp_path):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from ficklenet.config import compose_app
+    from ficklenet.tasks.run_dir import run_name
+
+    cfg = compose_app(
+        "classify", ["model.p=0.5", f"data.root={tmp_path}", "seed=2"], return_hydra_config=True
+    )
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.job.override_dirname = "model.p=0.5,seed=2"  # as Hydra sets it in a job
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert run_name(cfg, tmp_path / "3") == "model.p=0.5,seed=2"  # not the job number
+        cfg.name = "mine"
+        assert run_name(cfg, tmp_path / "3") == "mine"
+    finally:
+        HydraConfig.instance().cfg = None
+    assert run_name(compose_app("classify"), tmp_path / "3") == "3"  # outside a Hydra job

@@ -216,8 +216,16 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def run_name(cfg: DictConfig, run_dir: Path) -> str:
-    """Name shown in loggers: ``name`` when set, else the run directory's name."""
-    return cfg.get("name") or run_dir.name
+    """Name shown in loggers: ``name`` when set; in a multirun, what this job sweeps
+    (Hydra's override names, without where-and-how keys: conf/hydra/ficklenet.yaml);
+    else the run directory's name."""
+    if cfg.get("name"):
+        return str(cfg.name)
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN and hc.job.override_dirname:
+            return str(hc.job.override_dirname)
+    return run_dir.name
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
