@@ -213,10 +213,6 @@ def _diff(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.1f} ± {100 * c['std']:.1f} (p {c['p_t']:.2f}, n {len(c['seeds'])})"
 
 
-def _ev_key(ev: str) -> float:
-    return float(ev)
-
-
 def glance(cells: dict[str, Any]) -> list[str]:
     """The window x evidence matrix of FickleNet − deterministic, each its chosen formula
     (segmenter val mIoU, points); "no difference" where the paired t test's p is not below
@@ -229,7 +225,7 @@ def glance(cells: dict[str, Any]) -> list[str]:
         windows.setdefault(window, {})[m["ev"]] = (
             cell["paired"].get("chosen", {}).get("segmenter mIoU")
         )
-    levels = sorted({ev for by_ev in windows.values() for ev in by_ev}, key=_ev_key)
+    levels = sorted({ev for by_ev in windows.values() for ev in by_ev}, key=float)
     out = [
         "| window | " + " | ".join(f"body evidence {ev}" for ev in levels) + " |",
         "|---|" + "---|" * len(levels),

@@ -181,11 +181,6 @@ def _set(node: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def writer_of(kind_stage: str) -> StageSpec:
-    """The spec of the stage named ``kind_stage`` (one that writes checkpoints)."""
-    return STAGES[kind_stage]
-
-
 def readers_of(stage: str) -> list[tuple[StageSpec, str]]:
     """(spec, key) of every stage that reads ``stage``'s checkpoint."""
     prefix = f"{stage}/checkpoints/"

@@ -37,7 +37,7 @@ from ficklenet.metric_names import SEED
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_dir import is_rank_zero, prepare_run, resolve_run_dir, run_name
-from ficklenet.tasks.run_record import DependsOn, file_digest, open_run
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,10 @@ def validate_localize(cfg: DictConfig) -> None:
         )
 
 
-def classifier_input(cfg: DictConfig) -> dict[str, Any]:
-    """The classifier checkpoint the maps come from: its path and fingerprint."""
-    return {
-        "classifier_ckpt": str(Path(cfg.classifier.ckpt).resolve()),
-        "classifier_sha256": file_digest(cfg.classifier.ckpt),
-    }
-
-
 # The maps and seeds depend on every localize setting (but where and how the work
 # is spread) and on the classifier's checkpoint; an overwrite deletes these.
 DEPENDS_ON = DependsOn(
-    inputs=classifier_input, outputs=("maps", "seeds", "overlays", "metrics.json")
+    inputs=checkpoint_input("classifier"), outputs=("maps", "seeds", "overlays", "metrics.json")
 )
 
 
