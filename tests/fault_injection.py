@@ -1,4 +1,4 @@
-"""Run a ficklenet console entry point and SIGKILL it at a chosen point.
+"""Run a ficklenet console entry point and SIGKILL it (or signal it) at a chosen point.
 
     python -m tests.fault_injection ficklenet.tasks.classify:main <args...>
 
@@ -7,6 +7,9 @@ with ``FICKLENET_KILL_AT=train:<global step>`` (before that training step) or
 optionally ``FICKLENET_KILL_IN=<text>``: only in a trainer whose run directory
 contains the text (one job of a sweep, one stage of the pipeline). The kill is a
 real ``SIGKILL``: no Python cleanup, no ``finally``, like a preempted cluster job.
+``FICKLENET_KILL_WITH=<signal name>`` (``SIGUSR1``, ``SIGTERM``) sends that signal
+instead, once: a cluster's warning before the kill. ``FICKLENET_KILL_RANK=<r>``: only
+the process of that rank (a DDP job losing one process).
 """
 
 from __future__ import annotations
@@ -21,39 +24,54 @@ import pytorch_lightning as pl
 
 
 class KillAt(pl.Callback):
-    def __init__(self, spec: str, only_in: str | None) -> None:
+    def __init__(self, spec: str, only_in: str | None, signum: signal.Signals) -> None:
         kind, value = spec.split(":")
-        self.kind, self.value, self.only_in = kind, int(value), only_in
+        self.kind, self.value, self.only_in, self.signum = kind, int(value), only_in, signum
+        self.sent = False
 
     def _armed(self, trainer: pl.Trainer) -> bool:
-        return self.only_in is None or self.only_in in str(trainer.default_root_dir)
+        return not self.sent and (
+            self.only_in is None or self.only_in in str(trainer.default_root_dir)
+        )
+
+    def _send(self) -> None:
+        self.sent = True
+        os.kill(os.getpid(), self.signum)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         if self.kind == "train" and trainer.global_step == self.value and self._armed(trainer):
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._send()
 
     def on_predict_batch_start(
         self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
         if self.kind == "predict" and batch_idx == self.value and self._armed(trainer):
-            os.kill(os.getpid(), signal.SIGKILL)
+            self._send()
 
 
-def install(spec: str, only_in: str | None) -> None:
+def install(spec: str, only_in: str | None, signum: signal.Signals = signal.SIGKILL) -> None:
     """Every Trainer built from now on gets the :class:`KillAt` callback."""
     original = pl.Trainer.__init__
 
     def init(self: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), KillAt(spec, only_in)]
+        kill = KillAt(spec, only_in, signum)
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), kill]
         original(self, *args, **kwargs)
 
     pl.Trainer.__init__ = init  # type: ignore[method-assign]
 
 
 def main() -> None:
-    target, *args = sys.argv[1:]
+    # A DDP launcher restarts this module for the other ranks with the app's own
+    # arguments only: the entry point reaches them through the environment.
+    if "FICKLENET_ENTRY" in os.environ:
+        target, args = os.environ["FICKLENET_ENTRY"], sys.argv[1:]
+    else:
+        target, *args = sys.argv[1:]
+        os.environ["FICKLENET_ENTRY"] = target
     if spec := os.environ.get("FICKLENET_KILL_AT"):
-        install(spec, os.environ.get("FICKLENET_KILL_IN"))
+        signum = signal.Signals[os.environ.get("FICKLENET_KILL_WITH", "SIGKILL")]
+        install(spec, os.environ.get("FICKLENET_KILL_IN"), signum)
     module, func = target.split(":")
     sys.argv = [sys.argv[0], *args]
     getattr(importlib.import_module(module), func)()

@@ -18,6 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 from ficklenet.config.stages import STAGES, readers_of
 from ficklenet.errors import UserFileNotFoundError, UserValueError
 
+#: The folder of a training run's checkpoints (``best.ckpt``, ``last.ckpt``).
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_path(run_dir: str | Path, name: str = "last") -> Path:
+    """``<run_dir>/checkpoints/<name>.ckpt``. ``last``: the state at the end of the
+    latest epoch, or where a preempted run stopped: what a rerun resumes from and
+    what later stages read; ``best``: the best validation score's."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{name}.ckpt"
+
 
 def _input_of(stage: str) -> str | None:
     """The apps that read ``stage``'s checkpoint, and the key they read it from."""

@@ -155,3 +155,13 @@ class BadInput(Choice):
 
     skip = "skip"
     stop = "stop"
+
+
+# Used by ficklenet.lit.preemption.
+class RequeueSignal(Choice):
+    """The signal ``sbatch --signal`` sends before a job's end (``trainer.requeue_signal``)."""
+
+    SIGUSR1 = "SIGUSR1"
+    SIGUSR2 = "SIGUSR2"
+    SIGHUP = "SIGHUP"
+    SIGTERM = "SIGTERM"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "Preempted",
     "UserError",
     "UserFileExistsError",
     "UserFileNotFoundError",
@@ -28,6 +29,11 @@ __all__ = [
 
 class UserError(Exception):
     """A failure the user can fix; the message names the file or key and the fix."""
+
+
+class Preempted(UserError):
+    """The stage stopped on a cluster's warning before the kill; its state is saved and
+    the same command resumes it (:mod:`ficklenet.lit.preemption`)."""
 
 
 class UserValueError(UserError, ValueError):

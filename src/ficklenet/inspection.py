@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ficklenet.checkpoints import checkpoint_path
 from ficklenet.data.datamodule import make_reader
 from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCReader, read_label_png
@@ -121,7 +122,7 @@ class RunView:
     @functools.cached_property
     def segmenter(self) -> DSRGSegmenter:
         """The trained segmenter (``segment/checkpoints/last.ckpt``), CRF in-process."""
-        ckpt = self.run_dir / "segment" / "checkpoints" / "last.ckpt"
+        ckpt = checkpoint_path(self.run_dir / "segment")
         model = DSRGSegmenter.from_checkpoint(ckpt)
         model.crf_workers = 0
         return model.eval().to(self.device)

@@ -25,6 +25,7 @@ from ficklenet.choices import (
     LabelsFrom,
     LoggerName,
     OptimizerName,
+    RequeueSignal,
     SaliencyQuality,
     Schedule,
     ToyPart,
@@ -238,6 +239,12 @@ class TrainerConfig:
     tf32: bool = role(SHARED, default=True)
     benchmark: bool | None = role(SHARED, default=None)
     compile: bool = role(SHARED, default=False)
+    # Under SLURM: the signal sbatch --signal sends before the job's end (SIGTERM is
+    # also caught): save, `scontrol requeue`, stop; the requeued job resumes there
+    # (ficklenet.lit.preemption). null: off (Lightning's own SLURM handling).
+    requeue_signal: RequeueSignal | None = role(
+        SHARED, WHERE_AND_HOW, default=RequeueSignal.SIGUSR1
+    )
 
 
 @dataclass

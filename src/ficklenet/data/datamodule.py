@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ficklenet.data.classes import IGNORE_INDEX
 from ficklenet.data.datasets import ClassificationDataset, SegmentationDataset
+from ficklenet.data.resumable import ResumableSampler, ResumePoint
 from ficklenet.data.toy import TOY_MARKER, toy_settings, write_toy_voc
 from ficklenet.data.transforms import EvalTransform, TrainTransform
 from ficklenet.data.voc import VOCDataError, VOCReader
@@ -153,6 +154,7 @@ class VOCDataModule(pl.LightningDataModule):
         self.rng_seed = rng_seed
         self.train_set: ClassificationDataset | None = None
         self.val_set: ClassificationDataset | None = None
+        self._resume_at: ResumePoint | None = None  # from a checkpoint (load_state_dict)
 
     def prepare_data(self) -> None:
         ensure_dataset(self.cfg)
@@ -172,16 +174,23 @@ class VOCDataModule(pl.LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
+        """Training batches; after a checkpoint saved inside an epoch, the first pass
+        starts after the batches done (:mod:`ficklenet.data.resumable`)."""
         assert self.train_set is not None
+        sampler = self.train_sampler()
+        if self._resume_at is not None:
+            sampler.resume(self._resume_at, int(self.cfg.batch_size))
+            self.train_set.set_epoch(self._resume_at.epoch)
+            self._resume_at = None
         return DataLoader(
             self.train_set,
             batch_size=self.cfg.batch_size,
-            sampler=self.train_sampler(),
+            sampler=sampler,
             drop_last=len(self.train_set) > self.cfg.batch_size,
             **loader_kwargs(self.cfg),
         )
 
-    def train_sampler(self) -> DistributedSampler:
+    def train_sampler(self) -> ResumableSampler:
         """The training order as a function of (seed, epoch) only.
 
         A ``DistributedSampler`` over this process's share (all of it in one
@@ -193,9 +202,27 @@ class VOCDataModule(pl.LightningDataModule):
         trainer = self.trainer
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
-        return DistributedSampler(
+        return ResumableSampler(
             self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.rng_seed
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stored in every checkpoint: where its training resumes."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        epoch, done = (
+            trainer.current_epoch,
+            trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        )
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"resume": ResumePoint(epoch, done).state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A checkpoint's resume point, applied to the next training loader."""
+        if "resume" in state:
+            self._resume_at = ResumePoint.from_state(state["resume"])
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None

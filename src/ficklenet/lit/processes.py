@@ -31,6 +31,7 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 
+from ficklenet.lit.preemption import preemption_settings
 from ficklenet.lit.quiet import quiet
 
 __all__ = [
@@ -95,14 +96,28 @@ def _backends(trainer_cfg: Any, varying_sizes: bool) -> dict[str, Any]:
 
 
 def lightning_trainer(
-    trainer_cfg: Any, run_dir: Path, varying_sizes: bool = False, **kwargs: Any
+    trainer_cfg: Any,
+    run_dir: Path,
+    varying_sizes: bool = False,
+    checkpoint: Path | None = None,
+    **kwargs: Any,
 ) -> pl.Trainer:
     """A Lightning Trainer in the configured processes, writing under ``run_dir``;
     ``varying_sizes``: inputs are whole images of many sizes (see :func:`_backends`);
-    ``kwargs`` are the stage's own Trainer settings (loop, callbacks, logger)."""
+    ``checkpoint``: where a training stage saves its state when a SLURM job is
+    preempted (:mod:`ficklenet.lit.preemption`); ``kwargs`` are the stage's own
+    Trainer settings (loop, callbacks, logger)."""
     quiet()  # before the Trainer: it prints a tip when built
     settings = {**process_settings(trainer_cfg), **_backends(trainer_cfg, varying_sizes)}
-    return pl.Trainer(default_root_dir=str(run_dir), **settings, **kwargs)
+    preemption = preemption_settings(trainer_cfg, checkpoint)
+    callbacks = [*(kwargs.pop("callbacks", None) or []), *preemption["callbacks"]]
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        plugins=preemption["plugins"] or None,
+        callbacks=callbacks,
+        **settings,
+        **kwargs,
+    )
 
 
 def launch_fabric(trainer_cfg: Any) -> Fabric:

@@ -27,6 +27,7 @@ from pytorch_lightning.callbacks import (
 )
 from pytorch_lightning.loggers import Logger
 
+from ficklenet.checkpoints import CHECKPOINT_DIR, checkpoint_path
 from ficklenet.lit.processes import lightning_trainer, process_settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def build_trainer(
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     assert isinstance(kwargs, dict)
     show_progress = bool(kwargs.pop("enable_progress_bar", True))
-    ckpt_dir = str(run_dir / "checkpoints")
+    ckpt_dir = str(run_dir / CHECKPOINT_DIR)
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
@@ -158,12 +159,20 @@ def build_trainer(
     for key in ("gradient_clip_val", "val_check_interval", "profiler"):
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
+    for key in ("limit_train_batches", "limit_val_batches"):
+        # 1.0 (every batch) is Lightning's default; passed, Lightning prints that it is.
+        if isinstance(kwargs.get(key), float) and kwargs[key] == 1.0:
+            kwargs.pop(key)
     # Where and how fast are decided in ficklenet.lit.processes.
-    for key in (*process_settings(trainer_cfg), "channels_last", "tf32", "benchmark", "compile"):
+    for key in (
+        *process_settings(trainer_cfg),
+        *("channels_last", "tf32", "benchmark", "compile", "requeue_signal"),
+    ):
         kwargs.pop(key, None)
     return lightning_trainer(
         trainer_cfg,
         run_dir,
+        checkpoint=checkpoint_path(run_dir),
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         enable_progress_bar=show_progress,

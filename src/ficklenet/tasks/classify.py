@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ficklenet.checkpoints import checkpoint_path
 from ficklenet.data.datamodule import VOCDataModule, check_toy_root
 from ficklenet.errors import UserValueError
 from ficklenet.files import existing_path, write_json
@@ -54,7 +55,6 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MAP)
     best = float(metrics.get(VAL_MAP_BEST, model.best_map))
     if trainer.is_global_zero:
-        ckpt_dir = run_dir / "checkpoints"
         write_json(
             run_dir / "metrics.json",
             {
@@ -67,8 +67,8 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
                 "steps": trainer.global_step,
                 # The end of the schedule is what later stages use by default;
                 # best.ckpt (best val mAP) is kept as an option.
-                "checkpoint": existing_path(ckpt_dir / "last.ckpt"),
-                "best_checkpoint": existing_path(ckpt_dir / "best.ckpt"),
+                "checkpoint": existing_path(checkpoint_path(run_dir)),
+                "best_checkpoint": existing_path(checkpoint_path(run_dir, "best")),
                 "model.p": float(cfg.model.p),
                 "model.dropout": cfg.model.dropout,
             },

@@ -28,7 +28,7 @@ from ficklenet.config.experiments import ExperimentError, expand_experiment
 from ficklenet.config.known_keys import check_known_keys
 from ficklenet.config.stages import app_schemas, pipeline_schema
 from ficklenet.config.sweeps import pin_sweep_dir
-from ficklenet.errors import full_error, user_message
+from ficklenet.errors import Preempted, full_error, user_message
 from ficklenet.tasks.run_dir import finish_attempts, held_locks
 
 
@@ -56,7 +56,8 @@ def checked(app: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             finish_attempts("finished")
             return result
         except BaseException as err:
-            finish_attempts(f"failed: {type(err).__name__}")
+            preempted = isinstance(err, Preempted)
+            finish_attempts("preempted" if preempted else f"failed: {type(err).__name__}")
             if not isinstance(err, Exception):
                 raise
             message = user_message(err)

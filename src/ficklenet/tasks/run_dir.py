@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ficklenet.checkpoints import checkpoint_path
 from ficklenet.errors import UserFileExistsError, UserFileNotFoundError
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.provenance import run_info
@@ -201,7 +202,7 @@ def finish_attempts(outcome: str, under: Path | None = None) -> None:
 def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
     """``ckpt_path`` for ``Trainer.fit``: an explicit path, ``"last"`` (the run
     directory's last.ckpt), or automatically last.ckpt when it exists."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = checkpoint_path(run_dir)
     if ckpt_path == "last" or (ckpt_path is None and last.is_file()):
         if not last.is_file():
             raise UserFileNotFoundError(

@@ -30,6 +30,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ficklenet.checkpoints import CHECKPOINT_DIR
 from ficklenet.config import schema
 from ficklenet.config.stages import app_schemas, trains
 from ficklenet.errors import UserValueError
@@ -68,7 +69,7 @@ class DependsOn:
 
     only: tuple[str, ...] | None = None
     inputs: Callable[[DictConfig], dict[str, Any]] | None = None
-    outputs: tuple[str, ...] = field(default=("checkpoints", "logs", "metrics.json"))
+    outputs: tuple[str, ...] = field(default=(CHECKPOINT_DIR, "logs", "metrics.json"))
 
     def record(self, stage: str, cfg: DictConfig) -> dict[str, Any]:
         flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))

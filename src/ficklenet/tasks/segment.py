@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ficklenet.checkpoints import checkpoint_path
 from ficklenet.data.datamodule import (
     SegmentationDataModule,
     check_toy_root,
@@ -89,8 +90,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MIOU)
     best = float(metrics.get(VAL_MIOU_BEST, model.best_miou))
     if trainer.is_global_zero:
-        ckpt_dir = run_dir / "checkpoints"
-        last_ckpt = ckpt_dir / "last.ckpt"
+        last_ckpt = checkpoint_path(run_dir)
         out: dict[str, Any] = {
             "stage": "segment",
             VAL_MIOU: metrics.get(VAL_MIOU),
@@ -102,7 +102,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
             # The end of the schedule is what evaluate uses by default; best.ckpt
             # (best val mIoU, chosen on the split it is scored on) is an option.
             "checkpoint": existing_path(last_ckpt),
-            "best_checkpoint": existing_path(ckpt_dir / "best.ckpt"),
+            "best_checkpoint": existing_path(checkpoint_path(run_dir, "best")),
             "mode": "dsrg" if seed_dir is not None else "fully_supervised",
             "seeds": None if seed_dir is None else str(seed_dir),
             "pixel_labels": cfg.data.pixel_labels,
