@@ -30,8 +30,11 @@ class KillAt(pl.Callback):
         self.sent = False
 
     def _armed(self, trainer: pl.Trainer) -> bool:
-        return not self.sent and (
-            self.only_in is None or self.only_in in str(trainer.default_root_dir)
+        rank = os.environ.get("FICKLENET_KILL_RANK")
+        return (
+            not self.sent
+            and (self.only_in is None or self.only_in in str(trainer.default_root_dir))
+            and (rank is None or int(rank) == trainer.global_rank)
         )
 
     def _send(self) -> None:

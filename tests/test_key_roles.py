@@ -20,7 +20,7 @@ def test_shared_trainer_keys_are_the_pipelines_list():
         "sync_batchnorm", "enable_progress_bar", "fast_dev_run", "limit_train_batches",
         "limit_val_batches",
     }  # fmt: skip
-    added = {"requeue_signal"}  # since: SLURM preemption (ficklenet.lit.preemption)
+    added = {"requeue_signal", "timeout_s"}  # since: SLURM preemption, dead ranks
     assert set(S.keys_with_role(S.TrainerConfig, S.SHARED)) == before | added
     cfg = compose_app("pipeline", ["trainer.max_epochs=3", "trainer.tf32=false"])
     for stage in ("classify", "localize", "segment", "evaluate", "evaluate_crf"):
@@ -37,7 +37,7 @@ def test_unrecorded_keys_follow_the_roles():
         "trainer.sync_batchnorm", "trainer.enable_progress_bar", "trainer.profiler",
         "segmenter.crf_workers", "crf_workers", "num_workers", "localize.overwrite",
         "localize.overlays", "overlays", "save_predictions",
-        "trainer.requeue_signal",  # added since, with SLURM preemption
+        "trainer.requeue_signal", "trainer.timeout_s",  # added since (issue 22)
     }  # fmt: skip
     apps = ("classify", "localize", "segment", "evaluate", "predict")
     union = set().union(*(unrecorded(app) for app in apps))

@@ -29,7 +29,7 @@ def _dead_pid() -> int:
 
 def _hold(run_dir, pid, host=None, job=None):
     run_dir.mkdir(parents=True, exist_ok=True)
-    holder = {"pid": pid, "host": host or socket.gethostname(), "job": job}
+    holder = {"pid": pid, "host": host or socket.gethostname(), "job": job, "started": "T0"}
     (run_dir / LOCK).write_text(json.dumps(holder))
 
 
@@ -43,14 +43,24 @@ def test_a_live_run_holding_the_directory_is_refused_before_anything_is_written(
         open_run(run, "classify", cfg, DependsOn())
     assert not (run / RECORD).exists()
     _hold(run, os.getppid(), host="elsewhere")  # another machine's: cannot be checked
-    with pytest.raises(UserFileExistsError, match="on elsewhere"):
+    with pytest.raises(UserFileExistsError, match="on elsewhere, started T0"):
         take_lock(run)
-
-
-def test_an_abandoned_lock_is_taken_over(tmp_path, monkeypatch):
+    # What a lock holds: who, where, since when.
+    (tmp_path / "mine").mkdir()
     with held_locks():
-        _hold(tmp_path / "a", _dead_pid())  # killed: its pid is gone
-        take_lock(tmp_path / "a")
+        take_lock(tmp_path / "mine")
+        mine = json.loads((tmp_path / "mine" / LOCK).read_text())
+    assert mine["pid"] == os.getpid() and mine["host"] == socket.gethostname()
+    assert mine["started"][:4].isdigit()  # an ISO time
+
+
+def test_an_abandoned_lock_is_taken_over(tmp_path, monkeypatch, caplog):
+    with held_locks():
+        dead = _dead_pid()
+        _hold(tmp_path / "a", dead)  # killed: its pid is gone
+        with caplog.at_level("INFO", logger="ficklenet.tasks.run_dir"):
+            take_lock(tmp_path / "a")
+        assert f"taking over the lock left by a run that is gone (pid {dead}" in caplog.text
         assert json.loads((tmp_path / "a" / LOCK).read_text())["pid"] == os.getpid()
         # A requeued SLURM job finds its own earlier start's lock, on another node.
         monkeypatch.setenv("SLURM_JOB_ID", "4242")

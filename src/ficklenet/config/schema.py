@@ -242,6 +242,10 @@ class TrainerConfig:
     # Under SLURM: the signal sbatch --signal sends before the job's end (SIGTERM is
     # also caught): save, `scontrol requeue`, stop; the requeued job resumes there
     # (ficklenet.lit.preemption). null: off (Lightning's own SLURM handling).
+    # strategy=ddp: seconds a process waits for the others in a collective before
+    # the job ends with an error (a dead process elsewhere); null: torch's 30 minutes.
+    # A dead rank this machine started ends the job within a second (ficklenet.lit.rank_watch).
+    timeout_s: int | None = role(SHARED, WHERE_AND_HOW, default=None)
     requeue_signal: RequeueSignal | None = role(
         SHARED, WHERE_AND_HOW, default=RequeueSignal.SIGUSR1
     )

@@ -23,16 +23,20 @@ nothing but ``compile``.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.strategies import DDPStrategy as FabricDDPStrategy
+from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
 from ficklenet.lit.preemption import preemption_settings
 from ficklenet.lit.quiet import quiet
+from ficklenet.lit.rank_watch import RankWatch
 
 __all__ = [
     "launch_fabric",
@@ -63,15 +67,31 @@ def resolve_precision(precision: Any, gpu: bool) -> Any:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def process_settings(trainer_cfg: Any) -> dict[str, Any]:
-    """The keys of ``trainer`` that say where and in how many processes."""
+def process_settings(trainer_cfg: Any, fabric: bool = False) -> dict[str, Any]:
+    """The keys of ``trainer`` that say where and in how many processes (for Lightning
+    ``Fabric`` when ``fabric``, else for a ``Trainer``)."""
     return {
         "accelerator": str(trainer_cfg.accelerator),
         "devices": trainer_cfg.devices,
-        "strategy": trainer_cfg.strategy,
+        "strategy": _strategy(trainer_cfg, fabric),
         "num_nodes": int(trainer_cfg.num_nodes),
         "precision": resolve_precision(trainer_cfg.precision, on_gpu(trainer_cfg)),
     }
+
+
+def _strategy(trainer_cfg: Any, fabric: bool) -> Any:
+    """``trainer.strategy``; for ``ddp`` with ``trainer.timeout_s`` set, Lightning's
+    DDP strategy with that timeout: how long a process waits for the others in a
+    collective operation before the job ends with an error (torch's default: 30
+    minutes)."""
+    strategy, timeout = trainer_cfg.strategy, trainer_cfg.get("timeout_s")
+    if timeout is None or not str(strategy).startswith("ddp"):
+        return strategy
+    if str(strategy) != "ddp":
+        log.warning("trainer.timeout_s applies to strategy=ddp only; %s keeps its own", strategy)
+        return strategy
+    ddp = FabricDDPStrategy if fabric else DDPStrategy
+    return ddp(timeout=timedelta(seconds=float(timeout)))
 
 
 def _backends(trainer_cfg: Any, varying_sizes: bool) -> dict[str, Any]:
@@ -110,7 +130,7 @@ def lightning_trainer(
     quiet()  # before the Trainer: it prints a tip when built
     settings = {**process_settings(trainer_cfg), **_backends(trainer_cfg, varying_sizes)}
     preemption = preemption_settings(trainer_cfg, checkpoint)
-    callbacks = [*(kwargs.pop("callbacks", None) or []), *preemption["callbacks"]]
+    callbacks = [*(kwargs.pop("callbacks", None) or []), *preemption["callbacks"], RankWatch()]
     return pl.Trainer(
         default_root_dir=str(run_dir),
         plugins=preemption["plugins"] or None,
@@ -127,7 +147,7 @@ def launch_fabric(trainer_cfg: Any) -> Fabric:
     switches = _backends(trainer_cfg, varying_sizes=True)
     if switches:
         torch.backends.cudnn.benchmark = switches["benchmark"]
-    fabric = Fabric(**process_settings(trainer_cfg))
+    fabric = Fabric(**process_settings(trainer_cfg, fabric=True))
     fabric.launch()
     return fabric
 

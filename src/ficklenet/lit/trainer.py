@@ -166,7 +166,7 @@ def build_trainer(
     # Where and how fast are decided in ficklenet.lit.processes.
     for key in (
         *process_settings(trainer_cfg),
-        *("channels_last", "tf32", "benchmark", "compile", "requeue_signal"),
+        *("channels_last", "tf32", "benchmark", "compile", "requeue_signal", "timeout_s"),
     ):
         kwargs.pop(key, None)
     return lightning_trainer(

@@ -32,6 +32,7 @@ from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import lightning_trainer, speed_up
+from ficklenet.lit.rank_watch import lost_peer
 from ficklenet.localization.quality import HEADLINE_FIGURES, quality_tables, score_localization
 from ficklenet.metric_names import SEED
 from ficklenet.models.fickle import check_rate
@@ -170,13 +171,19 @@ def localize_images(
         classifier, settings, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p
     )
     start = time.perf_counter()
-    if todo:
-        trainer.predict(
-            module,
-            datamodule=LocalizeDataModule(reader, groups, cfg.data.num_workers),
-            return_predictions=False,
-        )
-    trainer.strategy.barrier()
+    try:
+        if todo:
+            trainer.predict(
+                module,
+                datamodule=LocalizeDataModule(reader, groups, cfg.data.num_workers),
+                return_predictions=False,
+            )
+        trainer.strategy.barrier()
+    except RuntimeError as err:
+        lost = lost_peer(err, trainer.world_size)
+        if lost is None:
+            raise
+        raise lost from err
     return len(todo), time.perf_counter() - start
 
 

@@ -85,7 +85,7 @@ _HELD: set[Path] = set()
 def take_lock(run_dir: Path) -> None:
     """Refuse a second run writing into ``run_dir`` at the same time.
 
-    The lock (``run.lock``: pid, host, SLURM job) is taken atomically and released
+    The lock (``run.lock``: pid, host, SLURM job, start time) is taken atomically and released
     when this process exits. A lock left by a process that is gone (killed: the same
     host, a dead pid) or by an earlier start of the same SLURM job (a requeue) is
     taken over; one held by a live process, or by another host's that cannot be
@@ -95,19 +95,28 @@ def take_lock(run_dir: Path) -> None:
     if run_dir in _HELD:
         return
     path = run_dir / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "job": os.environ.get("SLURM_JOB_ID"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _lock_holder(path)
             if holder is None or _abandoned(holder, me):
+                log.info(
+                    "%s: taking over the lock left by a run that is gone (%s)",
+                    run_dir,
+                    "unreadable" if holder is None else _describe(holder),
+                )
                 path.unlink(missing_ok=True)
                 continue
-            job = f", SLURM job {holder['job']}" if holder.get("job") else ""
             raise UserFileExistsError(
-                f"{run_dir} is being written by another run (pid {holder.get('pid')} on "
-                f"{holder.get('host')}{job}): wait for it to end or choose another run "
+                f"{run_dir} is being written by another run ({_describe(holder)}): wait "
+                "for it to end or choose another run "
                 f"directory (hydra.run.dir=...). If that run is gone, delete {path}."
             ) from None
         with os.fdopen(fd, "w") as fh:
@@ -137,6 +146,12 @@ def release_locks(run_dirs: set[Path] | None = None) -> None:
         if holder is not None and holder.get("pid") == os.getpid():
             path.unlink(missing_ok=True)
         _HELD.discard(run_dir)
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    job = f", SLURM job {holder['job']}" if holder.get("job") else ""
+    started = f", started {holder['started']}" if holder.get("started") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{job}{started}"
 
 
 def _lock_holder(path: Path) -> dict[str, Any] | None:

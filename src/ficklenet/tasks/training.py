@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from ficklenet.checkpoints import read_checkpoint
 from ficklenet.lit.loggers import build_logger, close_logger
 from ficklenet.lit.processes import speed_up
+from ficklenet.lit.rank_watch import lost_peer
 from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
     is_rank_zero,
@@ -87,7 +88,14 @@ def fit(
             callbacks_cfg=cfg.get("callbacks"),
         )
         speed_up(model, cfg.trainer)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_resume(cfg.ckpt_path, run_dir))
+        try:
+            resume = resolve_resume(cfg.ckpt_path, run_dir)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        except RuntimeError as err:
+            lost = lost_peer(err, trainer.world_size)
+            if lost is None:
+                raise
+            raise lost from err
         return trainer, scalar_metrics(trainer.callback_metrics)
     finally:
         close_logger(logger)
