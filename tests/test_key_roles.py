@@ -9,7 +9,8 @@ import pytest
 
 from ficklenet.config import compose_app
 from ficklenet.config import schema as S
-from ficklenet.tasks.run_record import DependsOn, open_run, unrecorded
+from ficklenet.tasks.run_dir import open_run_dir
+from ficklenet.tasks.run_record import DependsOn, compare, unrecorded
 
 
 def test_shared_trainer_keys_are_the_pipelines_list():
@@ -54,12 +55,15 @@ def test_a_record_from_before_a_key_left_it_still_resumes(tmp_path):
     cfg = compose_app("localize", ["classifier.ckpt=unused"])
     depends_on = DependsOn()
     run = tmp_path / "run"
-    opened = open_run(run, "localize", cfg, depends_on)
-    assert "trainer.max_epochs" not in opened.record["settings"]
-    old = {**opened.record, "settings": {**opened.record["settings"], "trainer.max_epochs": 10}}
+    record, _, _ = compare(run, "localize", cfg, depends_on)
+    assert "trainer.max_epochs" not in record["settings"]
+    old = {**record, "settings": {**record["settings"], "trainer.max_epochs": 10}}
+    run.mkdir()
     (run / "metrics.json").write_text("{}")
     (run / "run_record.json").write_text(json.dumps(old))
-    assert open_run(run, "localize", cfg, depends_on).finished == {}
+    with open_run_dir("localize", cfg, depends_on, run, writer=True) as opened:
+        assert opened.finished == {}
     other = compose_app("localize", ["classifier.ckpt=unused", "localize.n=7"])
-    with pytest.raises(ValueError, match="settings.localize.n: 200 -> 7"):
-        open_run(run, "localize", other, depends_on)
+    refused = pytest.raises(ValueError, match="settings.localize.n: 200 -> 7")
+    with refused, open_run_dir("localize", other, depends_on, run, writer=True):
+        pass

@@ -64,8 +64,18 @@ def test_a_folder_of_images_gets_one_palette_png_each_at_its_size(segmenter, pho
         pred = Image.open(tmp_path / "run" / "predictions" / f"{image.stem}.png")
         assert pred.mode == "P" and pred.size == Image.open(image).size
     assert not list((tmp_path / "run").rglob(".*.tmp"))
-    # A rerun skips what is written.
-    assert predict(segmenter, tmp_path / "run", f"input={photos}")["written_now"] == 0
+    # A rerun of the finished run writes nothing and returns 0 written now.
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    cfg = compose_config("predict", [f"segmenter.ckpt={segmenter}", "progress=false",
+                                     f"input={photos}"])  # fmt: skip
+    assert run_predict(cfg, tmp_path / "run") == 0
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    # An interrupted one (a prediction and the metrics missing) writes only what is missing.
+    missing = sorted((tmp_path / "run" / "predictions").glob("*.png"))[0]
+    missing.unlink()
+    (tmp_path / "run" / "metrics.json").unlink()
+    assert predict(segmenter, tmp_path / "run", f"input={photos}")["written_now"] == 1
+    assert missing.is_file()
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ from ficklenet.config.schema import DataConfig, LoggerConfig, PipelineInfo
 from ficklenet.config.stages import STAGES, StageSpec, pipeline_links
 from ficklenet.files import read_json, write_json
 from ficklenet.tasks.pipeline import run_pipeline
-from ficklenet.tasks.run_dir import finish_attempts, prepare_run
-from ficklenet.tasks.run_record import DependsOn, open_run
+from ficklenet.tasks.run_dir import open_run_dir
+from ficklenet.tasks.run_record import DependsOn
 
 
 @dataclass
@@ -45,12 +45,11 @@ TALLY_DEPENDS = DependsOn(
 
 
 def run_tally(cfg: DictConfig, run_dir: Path) -> None:
-    finished = open_run(Path(run_dir), "tally", cfg, TALLY_DEPENDS).finished
-    if finished is not None:
-        return
-    prepare_run(cfg, Path(run_dir))
-    value = read_json(Path(cfg.source) / "metrics.json")["val/mAP"]
-    write_json(Path(run_dir) / "metrics.json", {"tally": cfg.factor * value, "seed": cfg.seed})
+    with open_run_dir("tally", cfg, TALLY_DEPENDS, Path(run_dir)) as run:
+        if run.finished is not None:
+            return
+        value = read_json(Path(cfg.source) / "metrics.json")["val/mAP"]
+        run.write_metrics({"tally": cfg.factor * value, "seed": cfg.seed})
 
 
 TALLY = StageSpec(
@@ -99,8 +98,9 @@ def test_declared_stage_is_run_by_the_pipeline(tally, tmp_path):
     run_pipeline(cfg, run_dir=run)
     assert read_json(run / "tally" / "metrics.json") == {"tally": 0.5, "seed": 3}
     assert read_json(run / "metrics.json")["tally"]["tally"] == 0.5
-    attempts = read_json(run / "tally" / "run_info.json")["attempts"]
-    assert [a["outcome"] for a in attempts] == ["finished"]
+    for where in (run / "tally", run):  # the stage's attempt and the pipeline's
+        attempts = read_json(where / "run_info.json")["attempts"]
+        assert [a["outcome"] for a in attempts] == ["finished"]
     # Finished with these settings: a rerun reports it again and writes nothing.
     kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert math.isnan(run_pipeline(cfg, run_dir=run))  # no evaluation: no final figure
@@ -115,7 +115,6 @@ def test_declared_stage_is_run_by_the_pipeline(tally, tmp_path):
     write_json(run / "classify" / "metrics.json", {"val/mAP": 0.4})
     with pytest.raises(ValueError, match=r"\[tally\].*inputs.source"):
         run_pipeline(cfg, run_dir=run)
-    finish_attempts("finished")  # close the pipeline's own attempt (the app would)
 
 
 def test_declared_stage_is_refused_where_it_should_be(tally, tmp_path):

@@ -17,13 +17,13 @@ from omegaconf import DictConfig
 from ficklenet.checkpoints import checkpoint_path
 from ficklenet.data.datamodule import VOCDataModule, check_toy_root
 from ficklenet.errors import UserValueError
-from ficklenet.files import existing_path, write_json
+from ficklenet.files import existing_path
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.metric_names import TRAIN_LOSS, VAL_F1, VAL_MAP, VAL_MAP_BEST
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_record import DependsOn
-from ficklenet.tasks.training import fit, start_training
+from ficklenet.tasks.training import fit, training_run
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,14 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train the classifier; return ``val/mAP_best`` (stored, when the run in
     ``run_dir`` finished earlier with these settings)."""
     validate_classify(cfg)
-    run_dir, config, finished = start_training(cfg, run_dir, "classify", DEPENDS_ON)
-    if finished is not None:
-        return float(finished[VAL_MAP_BEST])
-    datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)
-    model = FickleClassifier(config)
-    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MAP)
-    best = float(metrics.get(VAL_MAP_BEST, model.best_map))
-    if trainer.is_global_zero:
-        write_json(
-            run_dir / "metrics.json",
+    with training_run(cfg, run_dir, "classify", DEPENDS_ON) as run:
+        if run.finished is not None:
+            return float(run.finished[VAL_MAP_BEST])
+        datamodule = VOCDataModule(cfg.data, rng_seed=cfg.seed)
+        model = FickleClassifier(run.config)
+        trainer, metrics = fit(cfg, run, model, datamodule, monitor=VAL_MAP)
+        best = float(metrics.get(VAL_MAP_BEST, model.best_map))
+        run.write_metrics(
             {
                 "stage": "classify",
                 VAL_MAP: metrics.get(VAL_MAP),
@@ -67,19 +65,20 @@ def run_classify(cfg: DictConfig, run_dir: Path | None = None) -> float:
                 "steps": trainer.global_step,
                 # The end of the schedule is what later stages use by default;
                 # best.ckpt (best val mAP) is kept as an option.
-                "checkpoint": existing_path(checkpoint_path(run_dir)),
-                "best_checkpoint": existing_path(checkpoint_path(run_dir, "best")),
+                "checkpoint": existing_path(checkpoint_path(run.path)),
+                "best_checkpoint": existing_path(checkpoint_path(run.path, "best")),
                 "model.p": float(cfg.model.p),
                 "model.dropout": cfg.model.dropout,
-            },
+            }
         )
-        log.info(
-            "classifier val mAP %.4f (best %.4f); outputs in %s",
-            metrics.get(VAL_MAP, float("nan")),
-            best,
-            run_dir,
-        )
-    return best
+        if run.writer:
+            log.info(
+                "classifier val mAP %.4f (best %.4f); outputs in %s",
+                metrics.get(VAL_MAP, float("nan")),
+                best,
+                run.path,
+            )
+        return best
 
 
 main = stage_main("classify", run_classify)

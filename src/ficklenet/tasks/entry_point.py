@@ -28,8 +28,7 @@ from ficklenet.config.experiments import ExperimentError, expand_experiment
 from ficklenet.config.known_keys import check_known_keys
 from ficklenet.config.stages import app_schemas, pipeline_schema
 from ficklenet.config.sweeps import pin_sweep_dir
-from ficklenet.errors import Preempted, full_error, user_message
-from ficklenet.tasks.run_dir import finish_attempts, held_locks
+from ficklenet.errors import full_error, user_message
 
 
 def command(app: str) -> str:
@@ -51,15 +50,8 @@ def checked(app: str, run: Callable[[DictConfig], Any]) -> Callable[[DictConfig]
             schema = app_schema(app)
             if schema is not None:
                 check_known_keys(cfg, schema, app)
-            with held_locks():
-                result = run(cfg)
-            finish_attempts("finished")
-            return result
-        except BaseException as err:
-            preempted = isinstance(err, Preempted)
-            finish_attempts("preempted" if preempted else f"failed: {type(err).__name__}")
-            if not isinstance(err, Exception):
-                raise
+            return run(cfg)
+        except Exception as err:
             message = user_message(err)
             if message is None or full_error():
                 raise

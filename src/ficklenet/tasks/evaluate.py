@@ -40,7 +40,7 @@ from ficklenet.data.datamodule import ensure_dataset, make_reader, pad_collate
 from ficklenet.data.datasets import SegmentationDataset
 from ficklenet.data.transforms import EvalTransform, denormalize
 from ficklenet.errors import UserValueError
-from ficklenet.files import atomic_path, write_json
+from ficklenet.files import atomic_path
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import launch_fabric
 from ficklenet.lit.segmenter import DSRGSegmenter
@@ -54,8 +54,8 @@ from ficklenet.metric_names import (
 )
 from ficklenet.metrics import confusion_counts, miou_from_confusion
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir, run_name
-from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
+from ficklenet.tasks.run_dir import RunDir, open_run_dir, run_name
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input
 from ficklenet.viz import label_overlay, save_panel
 
 log = logging.getLogger(__name__)
@@ -141,10 +141,16 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     # what runs, and so what config.yaml and the run record show.
     cfg.data = inference.data_settings(cfg.data, model.cfg.data)
     fabric = launch_fabric(cfg.trainer)
-    if fabric.is_global_zero:  # refuse to mix before writing anything
-        open_run(resolve_run_dir(run_dir), "evaluate", cfg, SEGMENTER_INPUT)
-    fabric.barrier()
-    run_dir, config = prepare_run(cfg, run_dir)
+    # Rank 0 checks, locks and records before any process writes.
+    with open_run_dir("evaluate", cfg, SEGMENTER_INPUT, run_dir, fabric.is_global_zero) as run:
+        if fabric.broadcast(run.finished is not None, src=0):
+            log.info("%s finished earlier with these settings: skipped", run.path)
+            return float((run.finished or {}).get(MIOU, float("nan")))
+        return _evaluate(cfg, run, model, fabric)
+
+
+def _evaluate(cfg: DictConfig, run: RunDir, model: DSRGSegmenter, fabric: Fabric) -> float:
+    run_dir, config = run.path, run.config
     data_cfg = cfg.data
     if fabric.is_global_zero:
         ensure_dataset(data_cfg)
@@ -164,7 +170,7 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     metrics, columns = _metrics(cfg, results, data_cfg, fabric.world_size)
     metrics["seconds"] = time.perf_counter() - start
     if fabric.is_global_zero:
-        write_json(run_dir / "metrics.json", metrics)
+        run.write_metrics(metrics)
         report_to_logger(cfg, run_dir, config, metrics, columns)
         print(format_table(columns, title=f"{cfg.split}: {results.done} images"))
         log.info("mIoU %.4f on %s; outputs in %s", metrics[MIOU], cfg.split, run_dir)

@@ -27,7 +27,6 @@ from omegaconf import DictConfig
 
 from ficklenet.data.datamodule import check_toy_root, ensure_dataset, make_reader
 from ficklenet.errors import UserFileNotFoundError, UserValueError
-from ficklenet.files import write_json
 from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
@@ -37,8 +36,8 @@ from ficklenet.localization.quality import HEADLINE_FIGURES, quality_tables, sco
 from ficklenet.metric_names import SEED
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import is_rank_zero, prepare_run, resolve_run_dir, run_name
-from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
+from ficklenet.tasks.run_dir import RunDir, open_run_dir, run_name
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +73,28 @@ DEPENDS_ON = DependsOn(
 
 
 def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Write maps and seeds for the split; return the seed mIoU (NaN without truth)."""
+    """Write maps and seeds for the split; return the seed mIoU (NaN without truth;
+    stored, when the run in ``run_dir`` finished earlier with these settings)."""
     validate_localize(cfg)
     # Load (and so check) the checkpoint before the run directory gets anything:
     # a wrong file must not leave a config or record behind.
     classifier = FickleClassifier.from_checkpoint(cfg.classifier.ckpt, key="classifier.ckpt")
-    # Other settings in this run directory are refused before anything is written.
-    open_run(
-        resolve_run_dir(run_dir),
+    with open_run_dir(
         "localize",
         cfg,
         DEPENDS_ON,
+        run_dir,
         overwrite=bool(cfg.localize.overwrite),
         overwrite_key="localize.overwrite",
-        write=is_rank_zero(),
-    )
-    run_dir, config = prepare_run(cfg, run_dir)
+    ) as run:
+        if run.finished is not None:
+            log.info("%s finished earlier with these settings: skipped", run.path)
+            return float(run.finished.get(SEED.miou, float("nan")))
+        return _localize(cfg, run, classifier)
+
+
+def _localize(cfg: DictConfig, run: RunDir, classifier: FickleClassifier) -> float:
+    run_dir = run.path
     pl.seed_everything(cfg.seed, workers=True)
     ensure_dataset(cfg.data)
     settings = cfg.localize
@@ -130,8 +135,8 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         "model.p": float(classifier.head.p if cfg.model.p is None else cfg.model.p),
         **quality,
     }
-    write_json(run_dir / "metrics.json", metrics)
-    report_to_logger(cfg, run_dir, config, metrics)
+    run.write_metrics(metrics)
+    report_to_logger(cfg, run_dir, run.config, metrics)
     _log_quality(metrics)
     return float(metrics.get(SEED.miou, float("nan")))
 

@@ -47,17 +47,10 @@ from omegaconf import DictConfig, OmegaConf
 from ficklenet.config import schema
 from ficklenet.config.stages import STAGES
 from ficklenet.errors import UserValueError
-from ficklenet.files import atomic_path, read_json, write_json
+from ficklenet.files import atomic_path, read_json
 from ficklenet.metric_names import CAM_BEST_MIOU, CAM_OBJECT_RECALL, MIOU, SEED, VAL_MAP
-from ficklenet.provenance import run_info
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import (
-    finish_attempts,
-    held_locks,
-    hydra_run_dir,
-    record_attempt,
-    take_lock,
-)
+from ficklenet.tasks.run_dir import hydra_run_dir, open_run_dir
 from ficklenet.tasks.run_record import RECORD, compare, refusal
 
 log = logging.getLogger("ficklenet.pipeline")
@@ -150,8 +143,7 @@ def stage_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def run_stage(stage: str, cfg: DictConfig, stage_dir: Path) -> None:
-    with held_locks():  # the stage directory is free again once the stage ends
-        STAGES[stage].runner()(cfg, run_dir=stage_dir)
+    STAGES[stage].runner()(cfg, run_dir=stage_dir)
 
 
 def results(run_dir: Path) -> dict[str, Any]:
@@ -276,28 +268,25 @@ def run_pipeline(cfg: DictConfig, run_dir: Path | None = None) -> float:
         log.info("every stage of %s finished earlier with these settings: nothing to run", run_dir)
         print(f"\nficklenet pipeline results ({run_dir}):\n\n{results_markdown(res)}\n")
         return _final(res)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    take_lock(run_dir)
-    start = time.perf_counter()
-    record_attempt(run_dir, run_info())
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    for stage in cfg.stages:
-        stage_dir = run_dir / stage
-        if stage not in to_run:
-            log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
-            continue
-        t0 = time.perf_counter()
-        if needs_own_processes(configs[stage]):
-            run_stage_command(stage, configs[stage], stage_dir)
-        else:
-            run_stage(stage, configs[stage], stage_dir)
-            finish_attempts("finished", stage_dir)
-        log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
-    res = results(run_dir)
-    write_json(run_dir / "metrics.json", res)
-    seconds = time.perf_counter() - start
-    table = write_report(run_dir, res, seconds, str(cfg.checkpoint), settings_lines(cfg))
+    # The pipeline's own directory: locked, config.yaml and the attempt in run_info.json
+    # (each stage's directory is its stage's own).
+    with open_run_dir("pipeline", cfg, None, run_dir, writer=True) as run:
+        start = time.perf_counter()
+        for stage in cfg.stages:
+            stage_dir = run_dir / stage
+            if stage not in to_run:
+                log.info("[%s] finished earlier (%s): skipped", stage, stage_dir / "metrics.json")
+                continue
+            t0 = time.perf_counter()
+            if needs_own_processes(configs[stage]):
+                run_stage_command(stage, configs[stage], stage_dir)
+            else:
+                run_stage(stage, configs[stage], stage_dir)
+            log.info("[%s] done in %.0f s", stage, time.perf_counter() - t0)
+        res = results(run_dir)
+        run.write_metrics(res)
+        seconds = time.perf_counter() - start
+        table = write_report(run_dir, res, seconds, str(cfg.checkpoint), settings_lines(cfg))
     print(f"\nficklenet pipeline results ({run_dir}):\n\n{table}\n")
     return _final(res)
 

@@ -44,11 +44,11 @@ from ficklenet.data.datamodule import ensure_dataset, make_reader
 from ficklenet.data.transforms import EvalTransform
 from ficklenet.data.voc import VOCDataError, read_rgb_image
 from ficklenet.errors import UserValueError
-from ficklenet.files import atomic_path, write_json
+from ficklenet.files import atomic_path
 from ficklenet.lit.processes import launch_fabric
 from ficklenet.tasks.entry_point import stage_main
-from ficklenet.tasks.run_dir import prepare_run, resolve_run_dir
-from ficklenet.tasks.run_record import DependsOn, checkpoint_input, open_run
+from ficklenet.tasks.run_dir import RunDir, open_run_dir
+from ficklenet.tasks.run_record import DependsOn, checkpoint_input
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,17 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     # what runs, and so what config.yaml and the run record show.
     cfg.data = inference.data_settings(cfg.data, model.cfg.data)
     fabric = launch_fabric(cfg.trainer)
-    if fabric.is_global_zero:  # refuse to mix predictions of two settings
-        open_run(resolve_run_dir(run_dir), "predict", cfg, PREDICT_DEPENDS_ON)
-    fabric.barrier()
-    run_dir, _ = prepare_run(cfg, run_dir)
+    # Rank 0 checks (no mixing predictions of two settings), locks and records first.
+    writer = fabric.is_global_zero
+    with open_run_dir("predict", cfg, PREDICT_DEPENDS_ON, run_dir, writer) as run:
+        if fabric.broadcast(run.finished is not None, src=0):
+            log.info("%s finished earlier with these settings: skipped", run.path)
+            return 0  # nothing written now
+        return _predict(cfg, run, model, fabric)
+
+
+def _predict(cfg: DictConfig, run: RunDir, model: Any, fabric: Any) -> int:
+    run_dir = run.path
     data_cfg = cfg.data
     items = list_inputs(cfg, data_cfg)
     mine = items[fabric.global_rank :: fabric.world_size]
@@ -177,7 +184,7 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
         }
         if cfg.voc_submission:
             metrics["voc_submission"] = str(voc_submission(run_dir, [i for i, _ in items]))
-        write_json(run_dir / "metrics.json", metrics)
+        run.write_metrics(metrics)
         log.info(
             "%d predictions in %s (%d skipped)", len(items) - len(skipped), out_dir, len(skipped)
         )

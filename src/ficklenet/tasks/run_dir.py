@@ -1,9 +1,23 @@
-"""The run directory every stage writes into, and what it records at start.
+"""The run directory of a stage: where it is, and its life for one start, in one owner.
 
-Hydra chooses the directory (``runs/<stage>/<time>`` or a multirun subdir);
-tests and the pipeline may pass one explicitly. At start the stage saves the
-resolved config (``config.yaml``) and provenance (``run_info.json``), so a
-number in ``metrics.json`` can always be traced to the code and settings.
+Hydra chooses the directory (``runs/<stage>/<time>`` or a multirun subdir); tests
+and the pipeline may pass one explicitly. :func:`open_run_dir` owns what happens to
+it during one start of a stage, in this order:
+
+1. **check**: the stage's run record (:mod:`ficklenet.tasks.run_record`) is compared
+   with the one an earlier start left; other settings or inputs are refused, naming
+   the keys, before anything is written;
+2. **lock**: ``run.lock`` (one run at a time; a lock left by a run that is gone is
+   taken over);
+3. **record**: ``run_record.json``; then, unless the run finished earlier (the stage
+   returns its stored metrics and nothing else is written), ``config.yaml`` (the
+   resolved config) and a new attempt in ``run_info.json`` (provenance: version,
+   commit, command, machine; earlier attempts are kept with their outcomes);
+4. the stage writes its outputs (``RunDir.write_metrics`` for ``metrics.json``);
+5. **finish**: the attempt's outcome (``finished``, ``preempted``, ``failed: <error>``)
+   and the lock released.
+
+Only the writing process (rank 0) checks and writes; the others read.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,9 +40,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ficklenet.checkpoints import checkpoint_path
-from ficklenet.errors import UserFileExistsError, UserFileNotFoundError
+from ficklenet.errors import (
+    Preempted,
+    UserFileExistsError,
+    UserFileNotFoundError,
+    UserValueError,
+)
 from ficklenet.files import atomic_path, read_json, write_json
 from ficklenet.provenance import run_info
+from ficklenet.tasks.run_record import RECORD, DependsOn, compare, refusal, remove_outputs
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +74,6 @@ def sweep_group() -> str | None:
 def resolve_run_dir(run_dir: Path | None = None) -> Path:
     """``run_dir`` when given, else Hydra's output directory, else the cwd."""
     return Path(run_dir) if run_dir is not None else hydra_run_dir() or Path.cwd()
-
-
-def prepare_run(cfg: DictConfig, run_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Create the run directory, save config + provenance, return both.
-
-    Returns the directory and the resolved config as a plain dict (what goes
-    into checkpoints).
-    """
-    run_dir = resolve_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if "logger" in cfg and cfg.logger.group is None and (group := sweep_group()):
-        cfg.logger.group = group
-    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    assert isinstance(config, dict)
-    info = run_info()  # runs git: once per start
-    if is_rank_zero():
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        record_attempt(run_dir, info)
-    config["run_info"] = info
-    return run_dir, config
 
 
 #: The file a run holds while it writes into its run directory.
@@ -122,30 +122,24 @@ def take_lock(run_dir: Path) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
         if not _HELD:
-            atexit.register(release_locks)
+            atexit.register(_release_all)  # a run ended by an uncaught error
         _HELD.add(run_dir)
         return
     raise UserFileExistsError(f"{path}: could not be taken; delete it if no run is writing there")
 
 
-@contextmanager
-def held_locks() -> Iterator[None]:
-    """Release, when the block ends, the locks taken inside it (a stage's run)."""
-    before = set(_HELD)
-    try:
-        yield
-    finally:
-        release_locks(set(_HELD) - before)
+def release_lock(run_dir: Path) -> None:
+    """Remove ``run_dir``'s lock if this process holds it."""
+    run_dir = run_dir.absolute()
+    holder = _lock_holder(run_dir / LOCK)
+    if holder is not None and holder.get("pid") == os.getpid():
+        (run_dir / LOCK).unlink(missing_ok=True)
+    _HELD.discard(run_dir)
 
 
-def release_locks(run_dirs: set[Path] | None = None) -> None:
-    """Remove the locks this process holds (all of them at exit)."""
-    for run_dir in list(_HELD if run_dirs is None else run_dirs):
-        path = run_dir / LOCK
-        holder = _lock_holder(path)
-        if holder is not None and holder.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
-        _HELD.discard(run_dir)
+def _release_all() -> None:
+    for run_dir in list(_HELD):
+        release_lock(run_dir)
 
 
 def _describe(holder: dict[str, Any]) -> str:
@@ -178,15 +172,12 @@ def _abandoned(holder: dict[str, Any], me: dict[str, Any]) -> bool:
     return False
 
 
-# The attempts this process recorded, by run directory: finish_attempts() closes them.
-_OPEN_ATTEMPTS: dict[Path, str] = {}
-
-
-def record_attempt(run_dir: Path, info: dict[str, Any]) -> None:
-    """Add this start to ``run_info.json``: its top level describes the latest attempt
-    (version, commit, command, machine), and ``attempts`` keeps every attempt that ran
-    here (command, time, outcome) instead of replacing them. An outcome stays
-    ``running`` until :func:`finish_attempts` (a crash or a kill leaves it so)."""
+def record_attempt(run_dir: Path, info: dict[str, Any]) -> str:
+    """Add this start to ``run_info.json`` and return its stamp (start time): the top
+    level describes the latest attempt (version, commit, command, machine), and
+    ``attempts`` keeps every attempt that ran here (command, time, outcome) instead of
+    replacing them. An outcome stays ``running`` until :func:`finish_attempt` (a kill
+    leaves it so)."""
     path = run_dir / "run_info.json"
     earlier = read_json(path) if path.is_file() else None
     attempts = list(earlier.get("attempts", [])) if isinstance(earlier, dict) else []
@@ -195,23 +186,116 @@ def record_attempt(run_dir: Path, info: dict[str, Any]) -> None:
     started = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     attempts.append({"command": info.get("command"), "started": started, "outcome": "running"})
     write_json(path, {**info, "attempts": attempts})
-    _OPEN_ATTEMPTS[run_dir.absolute()] = started
+    return started
 
 
-def finish_attempts(outcome: str, under: Path | None = None) -> None:
-    """Set the outcome (``finished``, ``failed: ...``) of the attempts this process
-    recorded and has not closed yet (those in ``under`` or below it, when given)."""
-    top = under.absolute() if under is not None else None
-    for run_dir in [d for d in _OPEN_ATTEMPTS if top is None or d == top or top in d.parents]:
-        started = _OPEN_ATTEMPTS.pop(run_dir)
-        path = run_dir / "run_info.json"
-        if not path.is_file():
-            continue
-        info = read_json(path)
-        for attempt in info.get("attempts", []):
-            if attempt.get("started") == started and attempt.get("outcome") == "running":
-                attempt["outcome"] = outcome
-        write_json(path, info)
+def finish_attempt(run_dir: Path, started: str, outcome: str) -> None:
+    """Set the outcome of the attempt stamped ``started`` (if it is still running)."""
+    path = run_dir / "run_info.json"
+    if not path.is_file():
+        return
+    info = read_json(path)
+    for attempt in info.get("attempts", []):
+        if attempt.get("started") == started and attempt.get("outcome") == "running":
+            attempt["outcome"] = outcome
+    write_json(path, info)
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """An attempt's outcome: ``finished``, ``preempted`` or ``failed: <error type>``."""
+    if error is None:
+        return "finished"
+    return "preempted" if isinstance(error, Preempted) else f"failed: {type(error).__name__}"
+
+
+@dataclass
+class RunDir:
+    """One start of a stage in its run directory (:func:`open_run_dir`).
+
+    Attributes:
+        path: the directory.
+        writer: whether this process writes its files (rank 0).
+        finished: the stored ``metrics.json`` of an earlier start that finished with
+            the same record (the stage returns it and writes nothing), else None.
+        config: the resolved config as a plain dict with ``run_info`` (what goes into
+            checkpoints and loggers); empty for a finished run.
+    """
+
+    path: Path
+    writer: bool
+    finished: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """``metrics.json`` (written whole), by the writing process."""
+        if self.writer:
+            write_json(self.path / "metrics.json", metrics)
+
+
+@contextmanager
+def open_run_dir(
+    stage: str,
+    cfg: DictConfig,
+    depends_on: DependsOn | None,
+    run_dir: Path | None = None,
+    writer: bool | None = None,
+    overwrite: bool = False,
+    overwrite_key: str | None = None,
+) -> Iterator[RunDir]:
+    """The life of ``run_dir`` for one start of ``stage`` (module docstring).
+
+    ``depends_on``: what the stage's outputs depend on (its run record; None: no
+    record, as for the pipeline's own directory). ``writer``: this process writes
+    (default: rank 0). ``overwrite``: delete outputs made with other settings instead
+    of refusing (``overwrite_key`` names the setting in the refusal).
+    """
+    path = resolve_run_dir(run_dir)
+    writer = is_rank_zero() if writer is None else writer
+    now = before = None
+    differ: list[str] = []
+    if depends_on is not None and writer:
+        now, before, differ = compare(path, stage, cfg, depends_on)
+        if before is not None and differ and not overwrite:
+            raise UserValueError(refusal(path, stage, before, now, differ, overwrite_key))
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+        take_lock(path)  # before removing or writing anything: one run at a time
+    try:
+        run = RunDir(path, writer)
+        if depends_on is not None and writer:
+            if differ:
+                log.warning("%s=true: removing outputs made with other settings", overwrite_key)
+                remove_outputs(path, depends_on)
+            elif before is not None and (path / "metrics.json").is_file():
+                run.finished = read_json(path / "metrics.json")
+            if before is None or differ or read_json(path / RECORD) != now:
+                write_json(path / RECORD, now)  # else it is there already, as it is
+        if run.finished is not None:
+            yield run
+            return
+        if "logger" in cfg and cfg.logger.group is None and (group := sweep_group()):
+            cfg.logger.group = group
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        assert isinstance(config, dict)
+        info = run_info()  # runs git: once per start
+        started = None
+        if writer:
+            with atomic_path(path / "config.yaml") as tmp:
+                tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            started = record_attempt(path, info)
+        run.config = {**config, "run_info": info}
+        error: BaseException | None = None
+        try:
+            yield run
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            if started is not None:
+                finish_attempt(path, started, outcome_of(error))
+    finally:
+        if writer:
+            release_lock(path)
 
 
 def resolve_resume(ckpt_path: str | None, run_dir: Path) -> str | None:

@@ -4,8 +4,9 @@ A stage declares once what its outputs depend on (:class:`DependsOn`): which set
 (every key of its config, except where the work runs and how it is spread; or only
 the keys it lists) and which input files (their fingerprints: the classifier's
 checkpoint for localize, the seeds' origin for segment, ...). At start the stage
-opens its run directory with :func:`open_run`, which compares that with
-``run_record.json`` left there by an earlier start:
+opens its run directory (:func:`ficklenet.tasks.run_dir.open_run_dir`), which
+compares that (:func:`compare`) with ``run_record.json`` left there by an earlier
+start:
 
 - no record: a new run; the record is written before any output;
 - the same: the same run: a finished one (``metrics.json``) is skipped, an
@@ -20,8 +21,10 @@ made with different settings never mix silently.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from ficklenet.checkpoints import CHECKPOINT_DIR
 from ficklenet.config import schema
 from ficklenet.config.stages import app_schemas, trains
-from ficklenet.errors import UserValueError
-from ficklenet.files import read_json, write_json
-from ficklenet.tasks.run_dir import take_lock
+from ficklenet.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,15 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 of a file (an input's fingerprint)."""
+    """sha256 of a file (an input's fingerprint). Computed once per version of the
+    file (its inode, size and modification time) in a process: a resumed pipeline
+    checks a checkpoint before it runs and again in the stage that reads it."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -125,52 +134,14 @@ def differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
-@dataclass
-class OpenedRun:
-    run_dir: Path
-    record: dict[str, Any]
-    # metrics.json of an earlier start that finished with the same record, else None.
-    finished: dict[str, Any] | None
-
-
-def open_run(
-    run_dir: Path,
-    stage: str,
-    cfg: DictConfig,
-    depends_on: DependsOn,
-    overwrite: bool = False,
-    overwrite_key: str | None = None,
-    write: bool = True,
-) -> OpenedRun:
-    """Compare the run directory's record with this start's (module docstring).
-
-    ``overwrite``: delete outputs made with other settings instead of refusing
-    (``overwrite_key`` names the setting in the refusal). ``write``: this process
-    writes the record (rank 0); the others only check.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    now, before, differ = compare(run_dir, stage, cfg, depends_on)
-    path = run_dir / RECORD
-    finished = None
-    if before is not None and differ and not overwrite:
-        raise UserValueError(refusal(run_dir, stage, before, now, differ, overwrite_key))
-    if write:
-        take_lock(run_dir)  # before removing or writing anything: one run at a time
-    if before is not None:
-        if differ:
-            log.warning("%s=true: removing outputs made with other settings", overwrite_key)
-            if write:
-                for name in depends_on.outputs:
-                    target = run_dir / name
-                    if target.is_dir():
-                        shutil.rmtree(target, ignore_errors=True)
-                    else:
-                        target.unlink(missing_ok=True)
-        elif (run_dir / "metrics.json").is_file():
-            finished = read_json(run_dir / "metrics.json")
-    if write:
-        write_json(path, now)
-    return OpenedRun(run_dir, now, finished)
+def remove_outputs(run_dir: Path, depends_on: DependsOn) -> None:
+    """Delete the outputs ``depends_on`` names (an overwrite)."""
+    for name in depends_on.outputs:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def compare(

@@ -35,14 +35,14 @@ from ficklenet.data.datamodule import (
     resolve_seed_dir,
 )
 from ficklenet.errors import UserValueError
-from ficklenet.files import existing_path, write_json
+from ficklenet.files import existing_path
 from ficklenet.lit.segmenter import DSRGSegmenter
 from ficklenet.metric_names import TRAIN_LOSS, TRAIN_SEEDED_FRACTION, VAL_MIOU, VAL_MIOU_BEST
 from ficklenet.models.fickle import check_rate
 from ficklenet.tasks.entry_point import stage_main
 from ficklenet.tasks.run_record import DependsOn, read_record
 from ficklenet.tasks.seed_growth import score_on_split
-from ficklenet.tasks.training import fit, start_training
+from ficklenet.tasks.training import fit, training_run
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,16 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
     ``run_dir`` finished earlier with these settings)."""
     validate_segment(cfg)
     seed_dir = _seed_dir(cfg)
-    run_dir, config, finished = start_training(cfg, run_dir, "segment", DEPENDS_ON)
-    if finished is not None:
-        return float(finished[VAL_MIOU_BEST])
-    datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
-    model = DSRGSegmenter(config)
-    trainer, metrics = fit(cfg, run_dir, config, model, datamodule, monitor=VAL_MIOU)
-    best = float(metrics.get(VAL_MIOU_BEST, model.best_miou))
-    if trainer.is_global_zero:
-        last_ckpt = checkpoint_path(run_dir)
+    with training_run(cfg, run_dir, "segment", DEPENDS_ON) as run:
+        if run.finished is not None:
+            return float(run.finished[VAL_MIOU_BEST])
+        datamodule = SegmentationDataModule(cfg.data, seed_dir=seed_dir, rng_seed=cfg.seed)
+        model = DSRGSegmenter(run.config)
+        trainer, metrics = fit(cfg, run, model, datamodule, monitor=VAL_MIOU)
+        best = float(metrics.get(VAL_MIOU_BEST, model.best_miou))
+        if not run.writer:
+            return best
+        last_ckpt = checkpoint_path(run.path)
         out: dict[str, Any] = {
             "stage": "segment",
             VAL_MIOU: metrics.get(VAL_MIOU),
@@ -102,7 +103,7 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
             # The end of the schedule is what evaluate uses by default; best.ckpt
             # (best val mIoU, chosen on the split it is scored on) is an option.
             "checkpoint": existing_path(last_ckpt),
-            "best_checkpoint": existing_path(checkpoint_path(run_dir, "best")),
+            "best_checkpoint": existing_path(checkpoint_path(run.path, "best")),
             "mode": "dsrg" if seed_dir is not None else "fully_supervised",
             "seeds": None if seed_dir is None else str(seed_dir),
             "pixel_labels": cfg.data.pixel_labels,
@@ -119,9 +120,9 @@ def run_segment(cfg: DictConfig, run_dir: Path | None = None) -> float:
                     trainer.strategy.root_device,
                 )
             )
-        write_json(run_dir / "metrics.json", out)
-        log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run_dir)
-    return best
+        run.write_metrics(out)
+        log.info("segmenter val mIoU %.4f (best %.4f); outputs in %s", *_fmt(out), run.path)
+        return best
 
 
 def seed_source(seed_dir: Path | None) -> str | None:

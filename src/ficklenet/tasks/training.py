@@ -1,16 +1,17 @@
 """The training shell the classify and segment stages share.
 
-:func:`start_training` prepares the run directory and says whether the run
-finished earlier (then the stage returns its stored metrics: a rerun sweep skips
-its finished jobs); :func:`fit` builds logger and trainer, resumes from
+:func:`training_run` opens the run directory and says whether the run finished
+earlier (then the stage returns its stored metrics: a rerun sweep skips its
+finished jobs); :func:`fit` builds logger and trainer, resumes from
 ``last.ckpt`` when there is one, trains, and always closes the logger.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
@@ -21,42 +22,40 @@ from ficklenet.lit.processes import speed_up
 from ficklenet.lit.rank_watch import lost_peer
 from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
-    is_rank_zero,
-    prepare_run,
+    RunDir,
+    open_run_dir,
     resolve_resume,
-    resolve_run_dir,
     run_name,
     scalar_metrics,
 )
-from ficklenet.tasks.run_record import DependsOn, open_run
+from ficklenet.tasks.run_record import DependsOn
 
 log = logging.getLogger(__name__)
 
 
-def start_training(
+@contextmanager
+def training_run(
     cfg: DictConfig, run_dir: Path | None, stage: str, depends_on: DependsOn
-) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
-    """(run directory, resolved config for checkpoints, metrics of a finished run).
+) -> Iterator[RunDir]:
+    """The stage's run directory, opened (:func:`ficklenet.tasks.run_dir.open_run_dir`).
 
-    Refuses, before anything is written, a ``ckpt_path`` of another stage and a
-    run directory whose earlier run had other settings or inputs
-    (:func:`ficklenet.tasks.run_record.open_run` with the stage's ``depends_on``);
-    seeds every RNG from ``seed``.
+    Refuses, before anything is written, a ``ckpt_path`` of another stage and a run
+    directory whose earlier run had other settings or inputs; a run that finished
+    earlier with the same ones comes back with ``finished`` set (the stage returns its
+    stored metrics); otherwise every RNG is seeded from ``seed``.
     """
     check_resume_checkpoint(cfg.ckpt_path, stage)
-    run_dir = resolve_run_dir(run_dir)
-    finished = open_run(run_dir, stage, cfg, depends_on, write=is_rank_zero()).finished
-    if finished is not None:
-        log.info(
-            "%s finished earlier (%s exists): skipped. Delete the folder or choose another "
-            "run directory to train again.",
-            run_dir,
-            run_dir / "metrics.json",
-        )
-        return run_dir, {}, finished
-    run_dir, config = prepare_run(cfg, run_dir)
-    pl.seed_everything(cfg.seed, workers=True)
-    return run_dir, config, None
+    with open_run_dir(stage, cfg, depends_on, run_dir) as run:
+        if run.finished is not None:
+            log.info(
+                "%s finished earlier (%s exists): skipped. Delete the folder or choose "
+                "another run directory to train again.",
+                run.path,
+                run.path / "metrics.json",
+            )
+        else:
+            pl.seed_everything(cfg.seed, workers=True)
+        yield run
 
 
 def check_resume_checkpoint(ckpt_path: str | None, stage: str) -> None:
@@ -68,15 +67,15 @@ def check_resume_checkpoint(ckpt_path: str | None, stage: str) -> None:
 
 def fit(
     cfg: DictConfig,
-    run_dir: Path,
-    config: dict[str, Any],
+    run: RunDir,
     model: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     monitor: str,
 ) -> tuple[pl.Trainer, dict[str, float]]:
     """Train ``model`` (maximising ``monitor``); return the trainer and its final
     scalar metrics. Resumes from ``ckpt_path`` or the run's ``last.ckpt``."""
-    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), config)
+    run_dir = run.path
+    logger = build_logger(cfg.logger, run_dir, run_name(cfg, run_dir), run.config)
     try:
         trainer = build_trainer(
             cfg.trainer,
