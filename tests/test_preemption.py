@@ -25,7 +25,7 @@ from ficklenet.data.datamodule import VOCDataModule
 from ficklenet.data.resumable import ResumePoint
 from ficklenet.lit.preemption import preemption_settings, slurm_job
 from tests.conftest import compose_config, small_toy_overrides
-from tests.test_resume import ENV, _weights
+from tests.test_resume import ENV, _weights, tiny_pipeline
 
 JOB = "4242"
 
@@ -58,19 +58,7 @@ def _pipeline(args: list[str], cwd: Path, env: dict[str, str], app="pipeline", *
 
 @pytest.mark.slow
 def test_preempted_pipeline_requeues_and_resumes_to_the_uninterrupted_result(tmp_path, toy_root):
-    tiny = [
-        f"data.root={toy_root}",
-        "data.make_toy_if_missing=false",
-        "data.crop_size=64",
-        "trainer.enable_progress_bar=false",
-        "data.batch_size=8",  # 5 steps an epoch (40 images)
-        "classify.trainer.max_epochs=20",
-        "localize.localize.n=2",
-        "localize.localize.overlays=0",
-        "localize.localize.batch_size=2",
-        "segment.trainer.max_epochs=1",
-        "stages=[classify,localize,segment]",
-    ]
+    tiny = [*tiny_pipeline(toy_root), "data.batch_size=8"]  # 5 steps an epoch (40 images)
     whole, run = tmp_path / "whole", tmp_path / "preempted"
     proc = _pipeline([f"hydra.run.dir={whole}", *tiny], tmp_path, ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]

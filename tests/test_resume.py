@@ -139,9 +139,10 @@ def test_a_run_directory_with_other_settings_is_refused(tmp_path, toy_root):
         run_classify(compose_config("classify", [*base, "model.p=0.5"]), run_dir=tmp_path)
 
 
-@pytest.mark.slow
-def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_path, toy_root):
-    tiny = [
+def tiny_pipeline(toy_root: Path) -> list[str]:
+    """A pipeline of seconds on the small toy: classify, localize (2 images a group),
+    segment."""
+    return [
         f"data.root={toy_root}",
         "data.make_toy_if_missing=false",
         "data.crop_size=64",
@@ -154,6 +155,11 @@ def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_pat
         "segment.trainer.max_epochs=1",
         "stages=[classify,localize,segment]",
     ]
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_at_the_stage_and_image_where_it_stopped(tmp_path, toy_root):
+    tiny = tiny_pipeline(toy_root)
     entry = "ficklenet.tasks.pipeline:main"
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _run(entry, [f"hydra.run.dir={whole}", *tiny], tmp_path)
