@@ -15,7 +15,7 @@ written whole (a file moved into place), and the same command resumes from the l
 A rank waiting in a collective operation for a dead peer notices too: at once when
 the peer's connection closes (gloo), else after ``trainer.timeout_s``; where the
 processes were started by someone else (``srun``, ``torchrun``), that is how the job
-ends. :func:`lost_peer` turns that error into the same one-line message.
+ends. :func:`telling_lost_peers` turns that error into the same one-line message.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,7 +33,7 @@ import torch
 
 from ficklenet.errors import UserError
 
-__all__ = ["RankWatch", "ended", "lost_peer"]
+__all__ = ["RankWatch", "ended", "lost_peer", "telling_lost_peers"]
 
 #: Seconds between two looks at the other processes.
 PERIOD_S = 1.0
@@ -65,6 +67,19 @@ def lost_peer(error: BaseException, world_size: int) -> UserError | None:
         f"({first[:200]}); the job stops. Run the same command again to resume from the "
         "run's last checkpoint (trainer.timeout_s sets how long a process waits)."
     )
+
+
+@contextmanager
+def telling_lost_peers(world_size: int) -> Iterator[None]:
+    """Raise :func:`lost_peer`'s one-line error in place of a collective operation's
+    failure on a lost peer inside the block; any other error passes as it is."""
+    try:
+        yield
+    except RuntimeError as err:
+        lost = lost_peer(err, world_size)
+        if lost is None:
+            raise
+        raise lost from err
 
 
 class RankWatch(pl.Callback):

@@ -144,7 +144,6 @@ def run_evaluate(cfg: DictConfig, run_dir: Path | None = None) -> float:
     # Rank 0 checks, locks and records before any process writes.
     with open_run_dir("evaluate", cfg, SEGMENTER_INPUT, run_dir, fabric.is_global_zero) as run:
         if fabric.broadcast(run.finished is not None, src=0):
-            log.info("%s finished earlier with these settings: skipped", run.path)
             return float((run.finished or {}).get(MIOU, float("nan")))
         return _evaluate(cfg, run, model, fabric)
 

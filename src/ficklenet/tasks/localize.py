@@ -31,7 +31,7 @@ from ficklenet.lit.classifier import FickleClassifier
 from ficklenet.lit.localizer import LocalizeDataModule, Localizer, image_groups, is_done
 from ficklenet.lit.loggers import Table, build_logger, close_logger, log_results
 from ficklenet.lit.processes import lightning_trainer, speed_up
-from ficklenet.lit.rank_watch import lost_peer
+from ficklenet.lit.rank_watch import telling_lost_peers
 from ficklenet.localization.quality import HEADLINE_FIGURES, quality_tables, score_localization
 from ficklenet.metric_names import SEED
 from ficklenet.models.fickle import check_rate
@@ -88,7 +88,6 @@ def run_localize(cfg: DictConfig, run_dir: Path | None = None) -> float:
         overwrite_key="localize.overwrite",
     ) as run:
         if run.finished is not None:
-            log.info("%s finished earlier with these settings: skipped", run.path)
             return float(run.finished.get(SEED.miou, float("nan")))
         return _localize(cfg, run, classifier)
 
@@ -176,7 +175,7 @@ def localize_images(
         classifier, settings, run_dir, reader, int(cfg.seed), overlay_ids, p=cfg.model.p
     )
     start = time.perf_counter()
-    try:
+    with telling_lost_peers(trainer.world_size):
         if todo:
             trainer.predict(
                 module,
@@ -184,11 +183,6 @@ def localize_images(
                 return_predictions=False,
             )
         trainer.strategy.barrier()
-    except RuntimeError as err:
-        lost = lost_peer(err, trainer.world_size)
-        if lost is None:
-            raise
-        raise lost from err
     return len(todo), time.perf_counter() - start
 
 

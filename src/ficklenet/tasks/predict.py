@@ -116,7 +116,6 @@ def run_predict(cfg: DictConfig, run_dir: Path | None = None) -> int:
     writer = fabric.is_global_zero
     with open_run_dir("predict", cfg, PREDICT_DEPENDS_ON, run_dir, writer) as run:
         if fabric.broadcast(run.finished is not None, src=0):
-            log.info("%s finished earlier with these settings: skipped", run.path)
             return 0  # nothing written now
         return _predict(cfg, run, model, fabric)
 

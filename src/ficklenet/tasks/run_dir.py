@@ -268,9 +268,15 @@ def open_run_dir(
                 remove_outputs(path, depends_on)
             elif before is not None and (path / "metrics.json").is_file():
                 run.finished = read_json(path / "metrics.json")
-            if before is None or differ or read_json(path / RECORD) != now:
-                write_json(path / RECORD, now)  # else it is there already, as it is
+            if before != now:  # else the record there is this start's already
+                write_json(path / RECORD, now)
         if run.finished is not None:
+            log.info(
+                "%s finished earlier with these settings (%s exists): skipped. Delete the "
+                "folder or choose another run directory to run it again.",
+                path,
+                path / "metrics.json",
+            )
             yield run
             return
         if "logger" in cfg and cfg.logger.group is None and (group := sweep_group()):

@@ -8,7 +8,6 @@ finished jobs); :func:`fit` builds logger and trainer, resumes from
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 from ficklenet.checkpoints import read_checkpoint
 from ficklenet.lit.loggers import build_logger, close_logger
 from ficklenet.lit.processes import speed_up
-from ficklenet.lit.rank_watch import lost_peer
+from ficklenet.lit.rank_watch import telling_lost_peers
 from ficklenet.lit.trainer import build_trainer
 from ficklenet.tasks.run_dir import (
     RunDir,
@@ -29,8 +28,6 @@ from ficklenet.tasks.run_dir import (
     scalar_metrics,
 )
 from ficklenet.tasks.run_record import DependsOn
-
-log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -46,14 +43,7 @@ def training_run(
     """
     check_resume_checkpoint(cfg.ckpt_path, stage)
     with open_run_dir(stage, cfg, depends_on, run_dir) as run:
-        if run.finished is not None:
-            log.info(
-                "%s finished earlier (%s exists): skipped. Delete the folder or choose "
-                "another run directory to train again.",
-                run.path,
-                run.path / "metrics.json",
-            )
-        else:
+        if run.finished is None:
             pl.seed_everything(cfg.seed, workers=True)
         yield run
 
@@ -87,14 +77,9 @@ def fit(
             callbacks_cfg=cfg.get("callbacks"),
         )
         speed_up(model, cfg.trainer)
-        try:
+        with telling_lost_peers(trainer.world_size):
             resume = resolve_resume(cfg.ckpt_path, run_dir)
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
-        except RuntimeError as err:
-            lost = lost_peer(err, trainer.world_size)
-            if lost is None:
-                raise
-            raise lost from err
         return trainer, scalar_metrics(trainer.callback_metrics)
     finally:
         close_logger(logger)
