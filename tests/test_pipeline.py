@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from ficklenet.config.experiments import expand_experiment
 from ficklenet.localization.quality import load_maps
+from ficklenet.models.backbones import BACKBONES
 from ficklenet.tasks.pipeline import run_pipeline, stage_configs
 from tests.conftest import compose_config
 
@@ -122,8 +123,9 @@ def test_paper_experiments_compose_for_the_pipeline(tmp_path):
 
 
 def test_voc_window_experiment_gives_every_stage_a_24_by_24_map(tmp_path):
-    """experiment=voc_window: the toy at 192 px (a 24x24 map at stride 8) with s=5,
-    everything else the proving ground's; s=9 from the command line."""
+    """experiment=voc_window: the toy at 192 px (a 24x24 map at stride 8) with s=5 and
+    the segmenter's dilations doubled, everything else the proving ground's; s=9 from
+    the command line."""
     argv = expand_experiment(
         "pipeline", ["experiment=voc_window", "table5=fickle_0.9", "backbone.fickle_kernel_size=9"]
     )
@@ -140,6 +142,11 @@ def test_voc_window_experiment_gives_every_stage_a_24_by_24_map(tmp_path):
     )
     assert plain["classify"].model.kernel_size == 5
     assert plain["localize"].localize.fg_threshold == 0.15  # the recipe's, unchanged
+    # The segmenter's field of view scaled with the image: the small backbone's own
+    # ASPP dilations, doubled.
+    assert list(plain["segment"].segmenter.dilations) == [
+        2 * d for d in BACKBONES["small"].aspp_dilations
+    ]
 
 
 @pytest.mark.slow

@@ -21,12 +21,15 @@ from ficklenet.data.datamodule import (
 from ficklenet.data.toy import write_toy_voc
 from ficklenet.data.voc import VOCDataError, VOCReader
 from ficklenet.dsrg.crf import TRAIN_CRF
+from ficklenet.errors import UserError
 from ficklenet.geometry import grid_to_image, image_to_grid
 from ficklenet.lit.segmenter import DSRGSegmenter, present_classes, train_crf_params
+from ficklenet.models.backbones import BACKBONES
 from ficklenet.models.deeplab import (
     ASPPHead,
     ConvASPPHead,
     build_segmenter_net,
+    default_head_settings,
 )
 from ficklenet.tasks.segment import validate_segment
 
@@ -76,6 +79,16 @@ def test_head_sums_its_branches() -> None:
     x = torch.randn(1, 8, 7, 7)
     expected = head.branches[0](x) + head.branches[1](x)
     torch.testing.assert_close(head(x), expected)
+
+
+def test_head_dilations_that_do_not_fit_the_head_name_the_key() -> None:
+    small = BACKBONES["small"]
+    assert default_head_settings(small, "aspp", dilations=[2, 4, 6, 8])[1] == (2, 4, 6, 8)
+    assert default_head_settings(small, "largefov")[1] == (small.largefov_dilation,)
+    with pytest.raises(UserError, match=r"segmenter.dilations=\[2, 4\]: a LargeFOV head"):
+        default_head_settings(small, "largefov", dilations=[2, 4])
+    with pytest.raises(UserError, match=r"segmenter.dilations=\[0\]"):
+        default_head_settings(small, "aspp", dilations=[0])
 
 
 def test_fc_init_from_vgg16_decimates_filters_and_taps() -> None:

@@ -38,6 +38,13 @@ root_of() {  # map, evidence, part -> the toy's root
     [ "$2" = 0 ] || root="$root-ev$2"
     echo "$root"
 }
+# The 24x24 cells were measured with the segmenter's ASPP dilations of the 96-pixel toy
+# (null: the small backbone's own, 1, 2, 3, 4); experiment=voc_window has doubled them
+# since (head.sh measures what that changes). Pinned here so that every 24x24 cell is
+# the same setting, recorded as it was.
+head_of() {  # map -> the pipeline's override of the segmenter's dilations
+    if [ "$1" = w24 ]; then echo "segment.segmenter.dilations=null"; fi
+}
 # The overrides of a setting; ficklenet-localize takes the window from the checkpoint.
 args_of() {  # setting [localize]
     local map=${1%%_*} rest=${1#*_} s ev root
@@ -115,7 +122,7 @@ ceiling() {  # setting, seed
     local extra=""
     [ "$map" = w24 ] && extra="experiment=voc_window"
     # shellcheck disable=SC2086
-    "$BIN/ficklenet-pipeline" $extra data.root="$(root_of "$map" "$ev" shown)" \
+    "$BIN/ficklenet-pipeline" $extra $(head_of "$map") data.root="$(root_of "$map" "$ev" shown)" \
         data.toy.body_evidence="$ev" seed="$2" 'stages=[segment,evaluate,evaluate_crf]' \
         segment.seeds=null data.pixel_labels=train_aug $Q hydra.run.dir="$dir" \
         > "$dir/pipeline.log" 2>&1
@@ -127,7 +134,7 @@ weak() {  # setting, row, formula, seed
         settings=$("$BIN/python" experiments/recipe/settings.py "$choice" realistic "$2" "$3" \
             --prefix localize.localize.)
         # shellcheck disable=SC2086
-        "$BIN/ficklenet-pipeline" $(args_of "$1") "table5=$2" seed="$4" \
+        "$BIN/ficklenet-pipeline" $(args_of "$1") $(head_of "${1%%_*}") "table5=$2" seed="$4" \
             'stages=[localize,segment,evaluate,evaluate_crf]' \
             localize.classifier.ckpt="$OUT/$1/cls/$2/seed$4/checkpoints/last.ckpt" \
             $settings $Q hydra.run.dir="$dir" > "$dir/pipeline.log" 2>&1

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ficklenet.choices import HeadKind
+from ficklenet.errors import UserValueError
 from ficklenet.models.backbones import Backbone, _read_state_dict, backbone_from_config
 
 __all__ = [
@@ -244,9 +245,12 @@ def default_head_settings(
             dilations = (backbone.largefov_dilation,)
     dilations = tuple(int(d) for d in dilations)
     if head == HeadKind.largefov and len(dilations) != 1:
-        raise ValueError(f"a LargeFOV head has one dilation, got {list(dilations)}")
+        raise UserValueError(
+            f"segmenter.dilations={list(dilations)}: a LargeFOV head has one dilation; "
+            "give one (segmenter.dilations=[d]) or null for the backbone's own"
+        )
     if any(d < 1 for d in dilations):
-        raise ValueError(f"dilations must be >= 1, got {list(dilations)}")
+        raise UserValueError(f"segmenter.dilations={list(dilations)}: each must be >= 1")
     return (backbone.head_width if width is None else width), dilations
 
 
