@@ -265,9 +265,10 @@ def markdown(
         *glance(cells),
         "",
     ]
-    out += ["## The premise: class evidence in the bodies, parts erased (toy val, mAP %)", ""]
     if premise:
         out += [
+            "## The premise: class evidence in the bodies, parts erased (toy val, mAP %)",
+            "",
             "| body evidence | erased: mAP | seeds | intact: mAP | seeds "
             "| the body's group | chance |",
             "|---|---|---|---|---|---|---|",
