@@ -1,5 +1,6 @@
 """experiments/window_evidence/errors.py: the error kinds of a hand-built confusion
-matrix, and a run scored from PNGs against hand-counted pixels."""
+matrix, a run scored from PNGs against hand-counted pixels, and the body textures a
+toy set records."""
 
 from __future__ import annotations
 
@@ -11,26 +12,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ficklenet.data.classes import VOC_CLASSES
+from ficklenet.data.toy import body_style, recorded_body_styles
+
 
 @pytest.fixture(scope="module")
 def errors_mod():
     return importlib.import_module("experiments.window_evidence.errors")
 
 
+# Classes 1 and 6 share a body texture; every other class has one of its own.
+STYLES = np.array([0, *range(1, 5), 0, *range(5, 19)])
+
+
 def test_error_kinds_of_a_hand_built_confusion(errors_mod):
-    # Classes 1 and 6 share a body texture (c % 5); class 2 has another one.
     cm = np.zeros((21, 21), dtype=np.int64)
     cm[0, 0] = cm[1, 1] = 100
     cm[1, 0] = 4  # object as background
     cm[0, 1] = 6  # background as object
     cm[1, 6] = 8  # sibling
     cm[1, 2] = 2  # other class
-    got = errors_mod.error_kinds(cm)
+    got = errors_mod.error_kinds(cm, STYLES)
     assert got["pixel error"] == pytest.approx(20 / 220)
     assert got["object as background"] == pytest.approx(0.2)
     assert got["background as object"] == pytest.approx(0.3)
+    assert got["another class"] == pytest.approx(0.5)
     assert got["sibling class"] == pytest.approx(0.4)
-    assert got["other class"] == pytest.approx(0.1)
+    # Bodies unknown (another generator's data): no sibling figure, the rest the same.
+    unknown = errors_mod.error_kinds(cm, None)
+    assert "sibling class" not in unknown
+    assert unknown["another class"] == pytest.approx(0.5)
 
 
 def _png(path: Path, labels: np.ndarray) -> None:
@@ -47,6 +58,9 @@ def test_a_run_scored_from_its_predictions(errors_mod, tmp_path):
     truth = np.array([[0, 0, 1, 1], [255, 0, 1, 1]])
     pred = np.array([[0, 3, 1, 6], [0, 0, 0, 1]])  # bg->3, 1->6 (sibling), 1->0; void skipped
     _png(root / "SegmentationClass" / "a.png", truth)
+    classes = {name: {"body_style": int(s)} for name, s in zip(VOC_CLASSES, STYLES, strict=True)}
+    marker = {"format": "ficklenet-toy-voc", "classes": classes}
+    (root / "toy_voc.json").write_text(json.dumps(marker))
     stage = tmp_path / "runs" / "seed0" / "evaluate"
     _png(stage / "predictions" / "a.png", pred)
     (stage / "metrics.json").write_text(json.dumps({"data_root": str(root), "split": "val"}))
@@ -56,4 +70,10 @@ def test_a_run_scored_from_its_predictions(errors_mod, tmp_path):
     assert got["background as object"] == pytest.approx(1 / 3)
     assert got["sibling class"] == pytest.approx(1 / 3)
     assert got["object as background"] == pytest.approx(1 / 3)
-    assert got["other class"] == 0
+    assert got["another class"] == pytest.approx(1 / 3)
+
+
+def test_a_toy_set_records_its_body_textures(toy_root, tmp_path):
+    expected = [body_style(c) for c in range(1, len(VOC_CLASSES) + 1)]
+    assert recorded_body_styles(toy_root).tolist() == expected
+    assert recorded_body_styles(tmp_path) is None  # not a toy set

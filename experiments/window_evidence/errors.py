@@ -6,13 +6,14 @@ a body given a sibling class's label.
 
 Each ``FOLDER`` holds ``seed<N>/`` pipeline folders whose ``<stage>/`` (default
 ``evaluate``: no CRF) has ``predictions/`` and a ``metrics.json`` naming the data root
-and split it scored. Every mislabelled val pixel falls in one of four kinds:
+and split it scored. Every mislabelled val pixel falls in one of three kinds:
 
 - *object as background* and *background as object*: the outline;
-- *sibling class*: an object pixel given another class whose body has the same
-  texture (the toy's groups, ``ficklenet.data.toy.body_style``), which only the
-  class-specific part, or the body's tint where there is body evidence, tells apart;
-- *other class*: any other object class.
+- *another class*: an object pixel given another object class. Of those, *sibling
+  class*: a class whose body has the same texture, as the toy set records it
+  (``ficklenet.data.toy.recorded_body_styles``), which only the class-specific part,
+  or the body's tint where there is body evidence, tells apart. Data whose generator
+  records no bodies gets no sibling figure.
 
 The table gives the pixel error rate and each kind's share of the errors, mean ± std
 over seeds. The question it answers (docs/proving_ground.md, "Window and body
@@ -32,36 +33,36 @@ import numpy as np
 from ficklenet.analysis.runs import seed_folders, write_results
 from ficklenet.analysis.stats import fmt, summarize
 from ficklenet.data.classes import NUM_CLASSES
-from ficklenet.data.toy import body_style
+from ficklenet.data.toy import recorded_body_styles
 from ficklenet.data.voc import VOCReader, read_label_png
 from ficklenet.metrics import confusion_matrix
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("object as background", "background as object", "sibling class", "other class")
+KINDS = ("object as background", "background as object", "another class", "sibling class")
 FIGURES = ("pixel error", *KINDS)
 
 
-def error_kinds(confusion: np.ndarray) -> dict[str, float]:
+def error_kinds(confusion: np.ndarray, styles: np.ndarray | None) -> dict[str, float | None]:
     """The pixel error rate and each kind's share of the errors, from a (21, 21)
-    confusion matrix (rows truth, columns prediction; 0 is background)."""
-    style = np.array([-1] + [body_style(c) for c in range(1, NUM_CLASSES + 1)])
+    confusion matrix (rows truth, columns prediction; 0 is background) and the body
+    texture of classes 1..20 (None: unknown, no sibling figure)."""
     wrong = confusion.astype(np.float64).copy()
     np.fill_diagonal(wrong, 0)
     errors = wrong.sum()
     objects = wrong[1:, 1:]
-    sibling = style[1:, None] == style[None, 1:]
     counts = {
         "object as background": wrong[1:, 0].sum(),
         "background as object": wrong[0, 1:].sum(),
-        "sibling class": objects[sibling].sum(),
-        "other class": objects[~sibling].sum(),
+        "another class": objects.sum(),
     }
+    if styles is not None:
+        counts["sibling class"] = objects[styles[:, None] == styles[None, :]].sum()
     shares = {kind: float(n / errors) if errors else 0.0 for kind, n in counts.items()}
     return {"pixel error": float(errors / confusion.sum()), **shares}
 
 
-def run_confusion(stage: Path) -> np.ndarray:
-    """The confusion matrix of one stage folder's predictions against its val masks."""
+def run_errors(stage: Path) -> dict[str, float | None]:
+    """The error kinds of one stage folder's predictions against its val masks."""
     metrics = json.loads((stage / "metrics.json").read_text())
     reader = VOCReader(metrics["data_root"], metrics["split"], labels_from="mask")
     total = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
@@ -72,7 +73,7 @@ def run_confusion(stage: Path) -> np.ndarray:
         total += confusion_matrix(read_label_png(png), truth, NUM_CLASSES + 1)
     if not total.any():
         raise SystemExit(f"{stage / 'predictions'}: no predictions to score")
-    return total
+    return error_kinds(total, recorded_body_styles(metrics["data_root"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds = seed_folders(Path(folder))
         if not seeds:
             raise SystemExit(f"{folder}: no seed<N>/ folders")
-        runs = {s: error_kinds(run_confusion(p / args.stage)) for s, p in seeds.items()}
+        runs = {s: run_errors(p / args.stage) for s, p in seeds.items()}
         summary = summarize(runs, list(FIGURES))
         result[label] = {"folder": folder, "stage": args.stage, "runs": runs, **summary}
         rows.append(
@@ -103,8 +104,9 @@ def main(argv: list[str] | None = None) -> None:
             "Written by `python experiments/window_evidence/errors.py "
             + " ".join(args.groups)
             + (f" --stage {args.stage}" if args.stage != "evaluate" else "")
-            + "`. Pixel error: the share of val pixels mislabelled; the four kinds:"
-            " each one's share of those errors (the script's docstring defines them).",
+            + "`. Pixel error: the share of val pixels mislabelled; the kinds: each one's"
+            " share of those errors (sibling class is part of another class; the"
+            " script's docstring defines them).",
             "",
             head,
             "|" + "---|" * (len(FIGURES) + 2),

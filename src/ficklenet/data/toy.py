@@ -191,6 +191,18 @@ def toy_settings(root: str | os.PathLike[str]) -> dict | None:
     }
 
 
+def recorded_body_styles(root: str | os.PathLike[str]) -> np.ndarray | None:
+    """The body texture of classes 1..20 (int array, index ``c - 1``) as the toy set at
+    ``root`` records it (its marker's ``classes``), or None when ``root`` holds no toy
+    set or its marker does not say (data from another generator: which classes share
+    a body is then unknown)."""
+    classes = (_read_marker(Path(root)) or {}).get("classes")
+    try:
+        return np.array([int(classes[name]["body_style"]) for name in VOC_CLASSES])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _full_params(meta: dict) -> dict:
     """The parameters a marker records, in the current form: settings added since it
     was written take their defaults (which draw the same images)."""
