@@ -24,7 +24,8 @@ Q="trainer.enable_progress_bar=false data.num_workers=0"
 CELL=w24_s5_ev0
 HEAD="segment.segmenter.dilations=[2,4,6,8]"
 SEEDS="0 1 2"
-COMMON="experiment=voc_window data.root=data/toy-voc-192 data.toy.body_evidence=0 $HEAD $Q"
+# The head stated here as well as in the preset: what this measures must not move with it.
+COMMON="experiment=voc_window data.toy.body_evidence=0 $HEAD $Q"
 
 pipeline() {  # run folder, overrides...
     local dir=$1
