@@ -77,3 +77,10 @@ def test_a_toy_set_records_its_body_textures(toy_root, tmp_path):
     expected = [body_style(c) for c in range(1, len(VOC_CLASSES) + 1)]
     assert recorded_body_styles(toy_root).tolist() == expected
     assert recorded_body_styles(tmp_path) is None  # not a toy set
+
+
+def test_an_unfinished_run_is_a_one_line_error(errors_mod, tmp_path):
+    (tmp_path / "runs" / "seed0" / "evaluate").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"evaluate/metrics.json: missing"):
+        errors_mod.main([f"toy={tmp_path / 'runs'}", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -63,6 +63,8 @@ def error_kinds(confusion: np.ndarray, styles: np.ndarray | None) -> dict[str, f
 
 def run_errors(stage: Path) -> dict[str, float | None]:
     """The error kinds of one stage folder's predictions against its val masks."""
+    if not (stage / "metrics.json").is_file():
+        raise SystemExit(f"{stage / 'metrics.json'}: missing; is the {stage.name} stage finished?")
     metrics = json.loads((stage / "metrics.json").read_text())
     reader = VOCReader(metrics["data_root"], metrics["split"], labels_from="mask")
     total = np.zeros((NUM_CLASSES + 1, NUM_CLASSES + 1), dtype=np.int64)
