@@ -7,8 +7,10 @@ then each classifier's foreground threshold and map formula.
 ``RUNS.json`` lists localize runs of the split (their stored maps are read) as
 ``[{"row": "fickle_0.9", "formula": "gradcam", "seed": 0, "dir": "..."}, ...]``;
 ``--levels`` names each saliency level and the toy root holding its ``Saliency/``
-(empty: no saliency, background from low class scores). The procedure and the
-criterion are :mod:`ficklenet.localization.tuning`'s. Writes ``choice.json`` (the
+(empty: no saliency, background from low class scores). The procedure, the
+criterion and the grids of thresholds tried are :mod:`ficklenet.localization.tuning`'s;
+``--fg-grid`` and ``--bg-grid`` try others (to see whether a choice at a grid's edge
+would move past it). Writes ``choice.json`` (the
 whole grid and the choices; ``settings.py`` reads it back as overrides) and
 ``choice.md``.
 """
@@ -24,10 +26,16 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from ficklenet.data.voc import VOCReader
-from ficklenet.localization.tuning import choose_recipe, grid_scores
+from ficklenet.localization.tuning import FG_GRID, choose_recipe, grid_scores
 
 
-def score_run(run: dict, split: str, saliency_root: str | None) -> list[dict]:
+def score_run(
+    run: dict,
+    split: str,
+    saliency_root: str | None,
+    fg_grid: list[float] | None = None,
+    bg_grid: list[float] | None = None,
+) -> list[dict]:
     """Grid rows of one localize run."""
     run_dir = Path(run["dir"])
     reader = VOCReader(Path(str(OmegaConf.load(run_dir / "config.yaml").data.root)), split)
@@ -35,7 +43,7 @@ def score_run(run: dict, split: str, saliency_root: str | None) -> list[dict]:
         VOCReader(Path(saliency_root), split, saliency_dir="Saliency") if saliency_root else None
     )
     label = {k: run[k] for k in ("row", "formula", "seed")}
-    grid = grid_scores(run_dir / "maps", reader, saliency)
+    grid = grid_scores(run_dir / "maps", reader, saliency, fg_grid or FG_GRID, bg_grid)
     return [{**label, "fg": fg, "bg": bg, **fig} for (fg, bg), fig in grid.items()]
 
 
@@ -45,15 +53,22 @@ def main() -> None:
     parser.add_argument("--levels", nargs="+", required=True, help="name=toy root ('' = none)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--jobs", type=int, default=2, help="processes scoring runs")
+    parser.add_argument("--fg-grid", type=float, nargs="+", help="foreground thresholds tried")
+    parser.add_argument("--bg-grid", type=float, nargs="+", help="background thresholds tried")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     runs = json.loads(args.runs.read_text())
     result: dict = {"split": args.split, "runs": runs, "levels": {}}
+    if args.fg_grid or args.bg_grid:
+        result["grids"] = {"fg": args.fg_grid, "bg": args.bg_grid}  # None: the module's
     for spec in args.levels:
         name, _, root = spec.partition("=")
         table: list[dict] = []
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(score_run, run, args.split, root or None) for run in runs]
+            futures = [
+                pool.submit(score_run, run, args.split, root or None, args.fg_grid, args.bg_grid)
+                for run in runs
+            ]
             for future in tqdm(futures, desc=f"saliency {name}", unit="run"):
                 table += future.result()
         result["levels"][name] = {
@@ -90,6 +105,13 @@ def report(result: dict) -> str:
         "criterion and procedure: `ficklenet.localization.tuning`.",
         "",
     ]
+    if "grids" in result:
+        grids = result["grids"]
+        lines += [
+            f"Grids tried instead of the module's: foreground {grids['fg'] or 'default'}, "
+            f"background {grids['bg'] or 'default'}.",
+            "",
+        ]
     for name, level in result["levels"].items():
         key = level["background_key"]
         lines += [
