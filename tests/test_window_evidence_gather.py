@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ficklenet.data.toy import body_style
+
 
 @pytest.fixture(scope="module")
 def gather_mod():
@@ -21,7 +23,8 @@ def test_floors_against_closed_forms(gather_mod):
     # uniformly among 20: E[AP] = (1/20) sum 1/k. Group scores tie it with the other
     # three classes of its texture group: E[AP] = (1/4)(1 + 1/2 + 1/3 + 1/4).
     targets = np.eye(20, dtype=np.float32)
-    got = gather_mod.floors(targets)
+    styles = np.array([body_style(c) for c in range(1, 21)])  # four classes per texture
+    got = gather_mod.floors(targets, styles)
     assert got["chance"] == pytest.approx(sum(1 / k for k in range(1, 21)) / 20, abs=0.015)
     assert got["group"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4, abs=0.015)
 

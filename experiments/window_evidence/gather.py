@@ -41,7 +41,7 @@ from ficklenet.analysis.runs import (
 )
 from ficklenet.analysis.stats import SIGNIFICANCE, fmt, paired_on, summarize
 from ficklenet.data.classes import NUM_CLASSES
-from ficklenet.data.toy import body_style, toy_settings
+from ficklenet.data.toy import recorded_body_styles, toy_settings
 from ficklenet.data.voc import VOCReader
 from ficklenet.metric_names import VAL_MAP
 
@@ -62,14 +62,12 @@ def mean_ap(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(metric(torch.as_tensor(scores), torch.as_tensor(targets).long()))
 
 
-def floors(targets: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """The chance and body-group mAP of multi-hot ``targets`` (images x 20)."""
+def floors(targets: np.ndarray, styles: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """The chance and body-group mAP of multi-hot ``targets`` (images x 20), the
+    classes' body textures being ``styles`` (20,)."""
     rng = np.random.default_rng(seed)
-    style = np.array([body_style(c) for c in range(1, NUM_CLASSES + 1)])
-    present = np.zeros((len(targets), 5), dtype=bool)  # which texture groups each image has
-    for k in range(5):
-        present[:, k] = targets[:, style == k].any(axis=1)
-    group = present[:, style].astype(np.float64)  # 1 for every class of a present group
+    same = (styles[:, None] == styles[None, :]).astype(np.float64)
+    group = ((targets @ same) > 0).astype(np.float64)  # 1 for every class of a present group
     chance, grouped = [], []
     for _ in range(FLOOR_DRAWS):
         chance.append(mean_ap(rng.random(targets.shape), targets))
@@ -106,11 +104,14 @@ def gather_premise(runs_dir: Path, ladder_dir: Path) -> dict[str, Any]:
         )
         root = Path(_config_root(next(iter(seed_folders(folder).values()))))
         made = toy_settings(root)
+        styles = recorded_body_styles(root)
+        if styles is None:
+            raise SystemExit(f"{root}: not a toy set that records its classes' body textures")
         out[ev] = {
             "erased": erased,
             "intact": _mAP(intact_dir),
             "toy": made["params"] if made else None,
-            **floors(val_targets(root)),
+            **floors(val_targets(root), styles),
         }
     return out
 
